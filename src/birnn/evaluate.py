@@ -1,0 +1,192 @@
+"""Stage 4, evaluate: score the trained model on the untouched test set and report.
+
+Writes DVC metrics and plots data under ``reports/``, matplotlib figures under
+``reports/figures/``, and adds all of it, plus the model, to the training run in MLflow, where
+the model becomes a new registry version (``champion`` only if it beats the current one).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from birnn import paths, plots
+from birnn.cli import run_stage
+from birnn.config import load_params
+from birnn.data import load_split
+from birnn.errors import DataError
+from birnn.files import write_csv, write_json
+from birnn.metrics import confusion_matrix, per_class_scores
+
+log = logging.getLogger(__name__)
+
+EXAMPLE_SIZE = 5  # real test images stored with the MLflow model as its input example
+
+
+def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    """Loss, accuracy, macro F1, per-class scores and confusion matrix from probabilities."""
+    y_pred = probs.argmax(axis=1)
+    picked = np.clip(probs[np.arange(len(y_true)), y_true], 1e-7, 1.0)
+    cm = confusion_matrix(y_true, y_pred, probs.shape[1])
+    scores = per_class_scores(cm)
+    return {
+        "y_pred": y_pred,
+        "confusion": cm,
+        "per_class": {
+            str(c): {k: float(v[c]) for k, v in scores.items()} for c in range(probs.shape[1])
+        },
+        "metrics": {
+            "test_loss": float(-np.log(picked).mean()),
+            "test_accuracy": float((y_pred == y_true).mean()),
+            "macro_f1": float(scores["f1"].mean()),
+            "test_samples": len(y_true),
+        },
+    }
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    """``reports/history.csv`` as columns."""
+    if not path.is_file():
+        raise DataError(f"{path} not found: run `dvc repro train` first")
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return {k: [float(r[k]) for r in rows] for k in (rows[0].keys() if rows else [])}
+
+
+def load_trained_model(path: Path) -> keras.Model:
+    """Load the trained model in Keras safe mode (no code from the file is executed)."""
+    if not path.is_file():
+        raise DataError(f"{path} not found: run `dvc repro train` first")
+    import birnn.model  # noqa: F401  (registers the custom TiedBidirectional layer)
+
+    return keras.saving.load_model(path, safe_mode=True)
+
+
+def write_reports(result: dict[str, Any], y_true: np.ndarray) -> None:
+    """DVC metrics, per-class scores, confusion matrix and per-sample predictions."""
+    write_json(paths.METRICS_JSON, result["metrics"])
+    write_json(paths.PER_CLASS_JSON, result["per_class"])
+    cm = result["confusion"]
+    write_csv(
+        paths.CONFUSION_CSV,
+        ["true", *[str(c) for c in range(cm.shape[1])]],
+        [[i, *row.tolist()] for i, row in enumerate(cm)],
+    )
+    write_csv(
+        paths.PREDICTIONS_CSV,
+        ["actual", "predicted"],
+        list(zip(y_true.tolist(), result["y_pred"].tolist(), strict=True)),
+    )
+
+
+def write_figures(
+    history: dict[str, list[float]], result: dict, x: np.ndarray, y: np.ndarray, grid: int
+) -> list[Path]:
+    """The four PNGs under ``reports/figures``."""
+    out = [
+        paths.FIGURES_DIR / "loss.png",
+        paths.FIGURES_DIR / "accuracy.png",
+        paths.FIGURES_DIR / "confusion_matrix.png",
+        paths.FIGURES_DIR / "misclassified.png",
+    ]
+    plots.learning_curve(history, "loss", "Model loss", out[0])
+    plots.learning_curve(history, "accuracy", "Model accuracy", out[1])
+    plots.confusion(result["confusion"], out[2])
+    plots.misclassified(x, y, result["y_pred"], grid, out[3])
+    return out
+
+
+def log_to_mlflow(
+    client: Any,
+    params: Any,
+    result: dict[str, Any],
+    figures: list[Path],
+    model: keras.Model,
+    x_test: np.ndarray,
+    run_id: str,
+    model_sha: str,
+) -> None:
+    """Test metrics, reports, figures and the model into the active run; register the model."""
+    from birnn import tracking
+
+    train_info = json.loads(paths.TRAIN_JSON.read_text())
+    tracking.set_tags(
+        {"model.sha256": model_sha, "weights_sha256": train_info.get("weights_sha256", "")}
+    )
+    m = result["metrics"]
+    per_class_f1 = {f"test_f1_class_{c}": s["f1"] for c, s in result["per_class"].items()}
+    tracking.log_metrics({k: v for k, v in m.items() if k != "test_samples"} | per_class_f1)
+    tracking.log_artifacts(figures, artifact_path="figures")
+    tracking.log_artifacts(
+        [
+            paths.METRICS_JSON,
+            paths.PER_CLASS_JSON,
+            paths.CONFUSION_CSV,
+            paths.HISTORY_CSV,
+            paths.TRAIN_JSON,
+            paths.MODEL_SUMMARY,
+            paths.PARAMS,
+        ],
+        artifact_path="reports",
+    )
+    model_uri = tracking.log_keras_model(model, x_test[:EXAMPLE_SIZE])
+    tracking.register_and_promote(
+        client, model_uri, params.tracking.registered_model_name, m["test_accuracy"], run_id
+    )
+
+
+def main() -> None:
+    """``python -m birnn.evaluate``"""
+
+    def stage() -> None:
+        from birnn import tracking
+        from birnn.train import file_sha256
+
+        params = load_params(paths.PARAMS)
+        x_test, y_test = load_split(paths.PROCESSED_DIR, "test")
+        history = read_history(paths.HISTORY_CSV)
+        if not paths.TRAIN_JSON.is_file():
+            raise DataError(f"{paths.TRAIN_JSON} not found: run `dvc repro train` first")
+        train_info = json.loads(paths.TRAIN_JSON.read_text())
+        model = load_trained_model(paths.MODEL_FILE)
+        client = tracking.connect(params)
+
+        probs = model.predict(x_test, batch_size=params.evaluate.batch_size, verbose=0)
+        result = evaluate_predictions(y_test, probs)
+        write_reports(result, y_test)
+        figures = write_figures(history, result, x_test, y_test, params.evaluate.misclassified_grid)
+        m = result["metrics"]
+        log.info(
+            "test accuracy %.4f, loss %.4f, macro F1 %.4f",
+            m["test_accuracy"],
+            m["test_loss"],
+            m["macro_f1"],
+        )
+
+        # Log into the training run; a fresh clone with a pulled cache has no such run in its
+        # store, so start one that names the model it evaluates.
+        run_id = train_info.get("mlflow_run_id")
+        model_sha = file_sha256(paths.MODEL_FILE)
+        if tracking.run_exists(client, run_id):
+            tracking.start_run(params, run_id=run_id)
+        else:
+            log.info("training run %s is not in this store: starting a new run", run_id)
+            run_id = tracking.start_run(
+                params,
+                run_name=f"evaluate-{model_sha[:12]}",
+                tags={"model.sha256": model_sha, "train.mlflow_run_id": str(run_id)},
+            )
+        with tracking.closing_run():
+            log_to_mlflow(client, params, result, figures, model, x_test, run_id, model_sha)
+
+    run_stage("evaluate", stage)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Build the stacked (bi)directional RNN classifier from ``ModelConfig``.
+
+Each 28x28 image is a sequence of 28 rows of 28 pixels. One recurrent layer per entry of
+``model.units``; all but the last return full sequences so the next layer can read them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import layers, ops
+
+from birnn.config import ModelConfig
+
+CELLS = {"lstm": layers.LSTM, "gru": layers.GRU, "simple_rnn": layers.SimpleRNN}
+
+
+def _merge(a: Any, b: Any, mode: str) -> Any:
+    if mode == "concat":
+        return ops.concatenate([a, b], axis=-1)
+    if mode == "sum":
+        return a + b
+    if mode == "mul":
+        return a * b
+    return (a + b) / 2.0  # "ave"
+
+
+@keras.saving.register_keras_serializable(package="birnn")
+class TiedBidirectional(layers.Layer):
+    """A bidirectional layer whose two directions share one set of weights.
+
+    The wrapped layer reads the sequence forward, then (same weights) the time-reversed
+    sequence; the backward output is reversed back in time when sequences are returned, and
+    the two are merged as in ``keras.layers.Bidirectional``.
+    """
+
+    def __init__(self, layer: layers.Layer, merge_mode: str = "concat", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.layer = layer
+        self.merge_mode = merge_mode
+        self.return_sequences = layer.return_sequences
+
+    def build(self, input_shape: tuple) -> None:
+        self.layer.build(input_shape)
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        forward = self.layer(inputs, training=training)
+        backward = self.layer(ops.flip(inputs, axis=1), training=training)
+        if self.return_sequences:
+            backward = ops.flip(backward, axis=1)
+        return _merge(forward, backward, self.merge_mode)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        out = self.layer.compute_output_shape(input_shape)
+        if self.merge_mode == "concat":
+            return (*out[:-1], out[-1] * 2)
+        return out
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            layer=keras.saving.serialize_keras_object(self.layer), merge_mode=self.merge_mode
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> TiedBidirectional:
+        config = dict(config)
+        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
+        return cls(**config)
+
+
+def recurrent_layer(cfg: ModelConfig, units: int, return_sequences: bool, name: str) -> Any:
+    """One recurrent layer of the configured cell type."""
+    # Fixed 28-step sequences: unrolling trades a little memory for a faster graph.
+    return CELLS[cfg.cell](units, return_sequences=return_sequences, unroll=cfg.unroll, name=name)
+
+
+def build_model(
+    cfg: ModelConfig, input_shape: tuple[int, int] = (28, 28), num_classes: int = 10
+) -> keras.Model:
+    """The classifier described by ``cfg``, uncompiled."""
+    inputs = keras.Input(shape=input_shape, name="rows")
+    x = inputs
+    for i, units in enumerate(cfg.units):
+        last = i == len(cfg.units) - 1
+        rnn = recurrent_layer(cfg, units, return_sequences=not last, name=f"{cfg.cell}_{i + 1}")
+        if cfg.bidirectional and cfg.tie_directions:
+            x = TiedBidirectional(rnn, merge_mode=cfg.merge_mode, name=f"tied_bidir_{i + 1}")(x)
+        elif cfg.bidirectional:
+            x = layers.Bidirectional(rnn, merge_mode=cfg.merge_mode, name=f"bidir_{i + 1}")(x)
+        else:
+            x = rnn(x)
+        # Dropout after every recurrent layer, as in the seed network.
+        if cfg.dropout > 0:
+            x = layers.Dropout(cfg.dropout, name=f"dropout_{i + 1}")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="digits")(x)
+    return keras.Model(inputs, outputs, name=f"birnn_{cfg.cell}")
+
+
+def summary_text(model: keras.Model) -> str:
+    """The model summary (layers, output shapes, parameter counts) as plain text."""
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, **_: lines.append(line), line_length=100)
+    return "\n".join(lines) + "\n"
