@@ -135,7 +135,6 @@ def fetch_file(f: RemoteFile, mirrors: tuple[str, ...], dest: Path, retries: int
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             log.warning("%s from %s failed: %s", f.name, mirror, reason)
             errors.append(f"{mirror} ({reason})")
-            target.unlink(missing_ok=True)
             continue
         log.info("%s verified (md5 %s) from %s", f.name, f.md5, mirror)
         return target

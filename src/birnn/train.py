@@ -253,10 +253,10 @@ def main() -> None:
 
         params = load_params(paths.PARAMS)
         cfg = params.train
+        client = tracking.connect(params)  # fails fast, before any data or training
         data_files = [paths.PROCESSED_DIR / "train.npz", paths.PROCESSED_DIR / "val.npz"]
         train = load_split(paths.PROCESSED_DIR, "train")
         val = load_split(paths.PROCESSED_DIR, "val")
-        client = tracking.connect(params)  # fails fast, before any training
 
         ckpt = Checkpoint.load(paths.CHECKPOINT_DIR, fingerprint(params, data_files))
         seed_everything(cfg.seed)

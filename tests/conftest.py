@@ -1,0 +1,35 @@
+"""Shared fixtures: the real MNIST folder, the repo root, and small helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Real MNIST beside the checkout (../shared/data/mnist); BIRNN_MNIST_DIR overrides.
+MNIST_DIR = Path(os.environ.get("BIRNN_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The folder with the four official MNIST .gz files; skip when it is absent."""
+    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"real MNIST not found at {MNIST_DIR} (set BIRNN_MNIST_DIR)")
+    return MNIST_DIR
+
+
+def run_module(module: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 600):
+    """Run ``python -m module`` in ``cwd``; return the CompletedProcess."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", module],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,69 @@
+"""Helpers that copy the project into a temp git repo and drive DVC there."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import REPO
+
+PROJECT_FILES = ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore", "pyproject.toml")
+
+
+def env_for(mnist_dir: Path, **extra: str) -> dict[str, str]:
+    """Environment of a pipeline run: this venv first on PATH, the local MNIST mirror."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["BIRNN_DATA_MIRROR"] = str(mnist_dir)
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env.update(extra)
+    return env
+
+
+def sh(args: list[str], cwd: Path, env: dict[str, str], timeout: int = 900) -> str:
+    """Run a command; fail with its output if it fails; return stdout + stderr."""
+    res = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    out = res.stdout + res.stderr
+    if res.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {res.returncode}:\n{out[-4000:]}")
+    return out
+
+
+def dvc(*args: str, cwd: Path, env: dict[str, str], timeout: int = 900) -> str:
+    return sh([sys.executable, "-m", "dvc", *args], cwd, env, timeout)
+
+
+def git(*args: str, cwd: Path, env: dict[str, str]) -> str:
+    return sh(["git", *args], cwd, env)
+
+
+def set_params(repo: Path, **overrides: object) -> None:
+    """Edit ``params.yaml`` in ``repo``: keys like ``train__epochs=1``."""
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for key, value in overrides.items():
+        section, name = key.split("__")
+        params[section][name] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_project(dest: Path, env: dict[str, str], **overrides: object) -> Path:
+    """A committed git + DVC project with this repo's pipeline and the given params."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        shutil.copy(REPO / name, dest / name)
+    shutil.copytree(REPO / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    git("init", "-q", "-b", "main", cwd=dest, env=env)
+    git("config", "user.email", "ci@example.org", cwd=dest, env=env)
+    git("config", "user.name", "ci", cwd=dest, env=env)
+    dvc("init", "-q", cwd=dest, env=env)
+    dvc("config", "core.analytics", "false", cwd=dest, env=env)
+    set_params(dest, **overrides)
+    git("add", "-A", cwd=dest, env=env)
+    git("commit", "-qm", "project", cwd=dest, env=env)
+    return dest

@@ -1,0 +1,91 @@
+"""End to end: `dvc repro` of the real pipeline on a small slice of real MNIST, in a temp repo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.integration.pipeline import dvc, env_for, git, make_project, set_params
+
+pytestmark = pytest.mark.integration
+
+OUTPUTS = [
+    "data/raw/train-images-idx3-ubyte.gz",
+    "data/processed/train.npz",
+    "data/processed/val.npz",
+    "data/processed/test.npz",
+    "models/model.keras",
+    "reports/history.csv",
+    "reports/train.json",
+    "reports/model_summary.txt",
+    "reports/metrics.json",
+    "reports/per_class.json",
+    "reports/confusion.csv",
+    "reports/predictions.csv",
+    "reports/figures/loss.png",
+    "reports/figures/accuracy.png",
+    "reports/figures/confusion_matrix.png",
+    "reports/figures/misclassified.png",
+]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> tuple[Path, dict]:
+    env = env_for(mnist_dir)
+    repo = make_project(
+        tmp_path_factory.mktemp("e2e") / "repo",
+        env,
+        preprocess__train_samples=3000,
+        train__epochs=1,
+    )
+    dvc("repro", cwd=repo, env=env)
+    return repo, env
+
+
+def test_repro_writes_every_output_and_learns(project: tuple[Path, dict]) -> None:
+    repo, _ = project
+    for rel in OUTPUTS:
+        assert (repo / rel).is_file(), rel
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert metrics["test_samples"] == 10_000  # the whole untouched test set
+    assert metrics["test_accuracy"] > 0.6  # chance is 0.1
+    history = (repo / "reports/history.csv").read_text().splitlines()
+    assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy,learning_rate"
+    assert len(history) == 2
+    train = json.loads((repo / "reports/train.json").read_text())
+    assert 2900 <= train["train_samples"] <= 3100
+    assert train["val_samples"] == 6000 - 1  # 10% of each class, rounded per class
+
+
+def test_second_repro_does_nothing(project: tuple[Path, dict]) -> None:
+    repo, env = project
+    out = dvc("repro", cwd=repo, env=env)
+    assert "Running stage" not in out
+    assert "up to date" in out
+
+
+def test_evaluate_params_rerun_only_evaluate(project: tuple[Path, dict]) -> None:
+    repo, env = project
+    set_params(repo, evaluate__misclassified_grid=3)
+    out = dvc("repro", cwd=repo, env=env)
+    assert "Running stage 'evaluate'" in out
+    for stage in ("download", "preprocess", "train"):
+        assert f"Running stage '{stage}'" not in out
+
+
+def test_exp_run_with_overrides_is_listed(project: tuple[Path, dict]) -> None:
+    repo, env = project
+    git("add", "-A", cwd=repo, env=env)
+    git("commit", "-qm", "baseline results", cwd=repo, env=env)
+    dvc(
+        "exp", "run", "-n", "quick5k",
+        "-S", "train.epochs=1", "-S", "preprocess.train_samples=5000",
+        cwd=repo, env=env,
+    )  # fmt: skip
+    shown = dvc("exp", "show", "--json", cwd=repo, env=env)
+    assert "quick5k" in shown
+    data = json.loads(shown)
+    exps = [e for rev in data for e in (rev.get("experiments") or []) if e.get("name") == "quick5k"]
+    assert exps, shown[:2000]

@@ -1,0 +1,167 @@
+"""MLflow tracking against a real `mlflow server` on loopback, driven by real `dvc` runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from birnn.config import Params, flatten
+from tests.conftest import run_module
+from tests.integration.mlflow_server import free_port, mlflow_server
+from tests.integration.pipeline import dvc, env_for, git, make_project
+
+pytestmark = pytest.mark.integration
+
+EPOCHS = 2
+NAME = "birnn-mnist"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> str:
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
+        yield uri
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path, server: str):
+    env = env_for(mnist_dir, MLFLOW_TRACKING_URI=server)
+    repo = make_project(
+        tmp_path_factory.mktemp("tracked") / "repo",
+        env,
+        preprocess__train_samples=3000,
+        train__epochs=EPOCHS,
+    )
+    dvc("repro", cwd=repo, env=env)
+    mlflow.set_tracking_uri(server)
+    client = MlflowClient(server)
+    run_id = json.loads((repo / "reports/train.json").read_text())["mlflow_run_id"]
+    return repo, env, client, client.get_run(run_id)
+
+
+def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    out = set()
+    for item in client.list_artifacts(run_id, path):
+        if item.is_dir:
+            out |= artifact_paths(client, run_id, item.path)
+        else:
+            out.add(item.path)
+    return out
+
+
+def test_run_has_all_params(tracked) -> None:
+    repo, _, _, run = tracked
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    from birnn.config import params_from_dict
+
+    expected = flatten(params_from_dict(params))
+    assert set(expected) <= set(run.data.params)
+    assert set(flatten(Params())) <= set(run.data.params)
+    assert run.data.params["train.epochs"] == str(EPOCHS)
+    assert run.data.params["model.units"] == "[50, 50]"
+    assert int(run.data.params["data.train_samples"]) == pytest.approx(3000, abs=100)
+    assert run.data.params["data.val_samples"] == "5999"
+    assert run.info.status == "FINISHED"
+
+
+def test_per_epoch_and_final_metrics(tracked) -> None:
+    _, _, client, run = tracked
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_time_s"):
+        history = client.get_metric_history(run.info.run_id, key)
+        assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1)), key
+    final = run.data.metrics
+    for key in ("test_loss", "test_accuracy", "macro_f1", "train_wall_time_s",
+                "train_samples_per_s", *[f"test_f1_class_{c}" for c in range(10)]):  # fmt: skip
+        assert key in final, key
+    assert final["test_accuracy"] > 0.6
+
+
+def test_artifacts(tracked) -> None:
+    _, _, client, run = tracked
+    arts = artifact_paths(client, run.info.run_id)
+    for a in (
+        "figures/loss.png",
+        "figures/accuracy.png",
+        "figures/confusion_matrix.png",
+        "figures/misclassified.png",
+        "reports/history.csv",
+        "reports/metrics.json",
+        "reports/params.yaml",
+        "model_summary.txt",
+    ):
+        assert a in arts, (a, sorted(arts))
+
+
+def test_model_has_signature_and_real_input_example(tracked) -> None:
+    repo, _, client, run = tracked
+    version = client.get_model_version_by_alias(NAME, "champion")
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    inputs = model.metadata.signature.inputs.to_dict()
+    assert inputs[0]["tensor-spec"] == {"dtype": "float32", "shape": [-1, 28, 28]}
+    example = model.input_example
+    test = np.load(repo / "data/processed/test.npz")["x"]
+    np.testing.assert_array_equal(np.asarray(example, dtype=np.float32), test[: len(example)])
+    assert version.run_id == run.info.run_id
+
+
+def test_lineage_tags(tracked) -> None:
+    repo, env, _, run = tracked
+    tags = run.data.tags
+    assert tags["git.commit"] == git("rev-parse", "HEAD", cwd=repo, env=env).strip()
+    assert tags["git.dirty"] in ("true", "false")
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    raw_md5 = next(o["md5"] for o in lock["stages"]["download"]["outs"])
+    assert tags["dvc.download.data/raw.md5"] == raw_md5
+    assert "dvc.preprocess.data/processed.md5" in tags
+    for key in ("tensorflow.version", "keras.version", "host.cpu_count", "weights_sha256"):
+        assert tags[key], key
+
+
+def test_champion_predicts_like_evaluate(tracked) -> None:
+    repo, _, _, _ = tracked
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    x = np.load(repo / "data/processed/test.npz")["x"][:100]
+    predicted = np.asarray(model.predict(x)).argmax(axis=1)
+    with (repo / "reports/predictions.csv").open() as fh:
+        stage = [int(r["predicted"]) for r, _ in zip(csv.DictReader(fh), range(100), strict=False)]
+    np.testing.assert_array_equal(predicted, stage)
+
+
+def test_worse_run_does_not_move_champion(tracked) -> None:
+    repo, env, client, first = tracked
+    champion = client.get_model_version_by_alias(NAME, "champion")
+    git("add", "-A", cwd=repo, env=env)
+    git("commit", "-qm", "first results", cwd=repo, env=env)
+    dvc(
+        "exp", "run", "-n", "worse",
+        "-S", "train.epochs=1", "-S", "preprocess.train_samples=500",
+        cwd=repo, env=env,
+    )  # fmt: skip
+    versions = client.search_model_versions(f"name='{NAME}'")
+    newest = max(versions, key=lambda v: int(v.version))
+    assert int(newest.version) == int(champion.version) + 1
+    assert client.get_model_version_by_alias(NAME, "champion").version == champion.version
+    assert newest.tags["champion_decision"] == f"kept version {champion.version} as champion"
+    assert float(newest.tags["test_accuracy"]) < float(newest.tags["champion_test_accuracy_before"])
+    worse_run = client.get_run(newest.run_id)
+    assert worse_run.data.tags["dvc.exp_name"] == "worse"
+    assert worse_run.info.run_id != first.info.run_id
+
+
+def test_unreachable_server_fails_before_training(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text("train:\n  epochs: 1\n")
+    dead = f"http://127.0.0.1:{free_port()}"
+    res = run_module("birnn.train", tmp_path, env={"MLFLOW_TRACKING_URI": dead})
+    assert res.returncode == 1
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("birnn.train: error")]
+    assert len(lines) == 1, res.stderr
+    assert f"MLflow tracking server {dead} is unreachable" in lines[0]
+    assert "Traceback" not in res.stderr
+    assert "Epoch" not in res.stdout
+    assert not (tmp_path / "models").exists()
