@@ -89,6 +89,7 @@ class TrainConfig:
     optimizer: str = "adam"
     lr_schedule: str = "constant"
     early_stopping_patience: int | None = None
+    augment_shift: int = 0
     seed: int = 42
 
     def validate(self) -> None:
@@ -102,6 +103,10 @@ class TrainConfig:
         _choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
         if self.early_stopping_patience is not None:
             _at_least("train.early_stopping_patience", self.early_stopping_patience, 1)
+        if not 0 <= self.augment_shift <= 8:
+            raise ConfigError(
+                f"train.augment_shift must be within [0, 8], got {self.augment_shift}"
+            )
         _at_least("train.seed", self.seed, 0)
 
 

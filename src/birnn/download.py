@@ -21,7 +21,7 @@ from birnn import paths
 from birnn.cli import run_stage
 from birnn.config import load_params
 from birnn.errors import DataError
-from birnn.files import atomic_path
+from birnn.files import atomic_path, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,7 @@ def download(dataset: str, dest: Path, mirrors: tuple[str, ...]) -> list[Path]:
     """Fetch every file of ``dataset`` into ``dest``."""
     spec = DATASETS[dataset]
     dest.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(dest)
     return [fetch_file(f, mirrors, dest) for f in spec.files]
 
 

@@ -21,7 +21,7 @@ from birnn.cli import run_stage
 from birnn.config import load_params
 from birnn.data import load_split
 from birnn.errors import DataError
-from birnn.files import write_csv, write_json
+from birnn.files import remove_stale_temps, write_csv, write_json
 from birnn.metrics import confusion_matrix, per_class_scores
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ def load_trained_model(path: Path) -> keras.Model:
 
 def write_reports(result: dict[str, Any], y_true: np.ndarray) -> None:
     """DVC metrics, per-class scores, confusion matrix and per-sample predictions."""
+    remove_stale_temps(paths.REPORTS_DIR, paths.FIGURES_DIR)
     write_json(paths.METRICS_JSON, result["metrics"])
     write_json(paths.PER_CLASS_JSON, result["per_class"])
     cm = result["confusion"]

