@@ -90,3 +90,18 @@ def test_exp_run_with_overrides_is_listed(project: tuple[Path, dict]) -> None:
     data = json.loads(shown)
     exps = [e for rev in data for e in (rev.get("experiments") or []) if e.get("name") == "quick5k"]
     assert exps, shown[:2000]
+
+
+def test_forced_rerun_gives_identical_data_hashes(project: tuple[Path, dict]) -> None:
+    import yaml
+
+    repo, env = project
+
+    def data_hashes() -> dict[str, str]:
+        lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+        return {o["path"]: o["md5"] for s in ("download", "preprocess") for o in lock[s]["outs"]}
+
+    before = data_hashes()
+    out = dvc("repro", "--force", "preprocess", cwd=repo, env=env)
+    assert "Running stage 'download'" in out and "Running stage 'preprocess'" in out
+    assert data_hashes() == before

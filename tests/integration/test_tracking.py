@@ -103,7 +103,8 @@ def test_model_has_signature_and_real_input_example(tracked) -> None:
     version = client.get_model_version_by_alias(NAME, "champion")
     model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
     inputs = model.metadata.signature.inputs.to_dict()
-    assert inputs[0]["tensor-spec"] == {"dtype": "float32", "shape": [-1, 28, 28]}
+    spec = inputs[0]["tensor-spec"]
+    assert spec["dtype"] == "float32" and list(spec["shape"]) == [-1, 28, 28]
     example = model.input_example
     test = np.load(repo / "data/processed/test.npz")["x"]
     np.testing.assert_array_equal(np.asarray(example, dtype=np.float32), test[: len(example)])
@@ -152,6 +153,25 @@ def test_worse_run_does_not_move_champion(tracked) -> None:
     worse_run = client.get_run(newest.run_id)
     assert worse_run.data.tags["dvc.exp_name"] == "worse"
     assert worse_run.info.run_id != first.info.run_id
+
+
+def test_evaluate_in_a_store_without_the_run_starts_a_named_run(tracked, tmp_path: Path):
+    # A fresh clone with a pulled DVC cache has the model but not the training run.
+    repo, env, _, run = tracked
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    res = run_module("birnn.evaluate", repo, env={**env, "MLFLOW_TRACKING_URI": other})
+    assert res.returncode == 0, res.stderr[-3000:]
+    client = MlflowClient(other)
+    (new,) = client.search_runs([client.get_experiment_by_name("birnn-mnist").experiment_id])
+    from birnn.train import file_sha256
+
+    sha = file_sha256(repo / "models/model.keras")
+    assert new.data.tags["model.sha256"] == sha
+    assert new.info.run_name == f"evaluate-{sha[:12]}"
+    assert new.data.tags["train.mlflow_run_id"] == run.info.run_id
+    assert "test_accuracy" in new.data.metrics
+    assert client.get_model_version_by_alias(NAME, "champion").run_id == new.info.run_id
+    mlflow.set_tracking_uri(None)
 
 
 def test_unreachable_server_fails_before_training(tmp_path: Path) -> None:
