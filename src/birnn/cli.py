@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import sys
+import time
 from collections.abc import Callable
+
+import psutil
 
 from birnn.errors import BirnnError
 
@@ -33,6 +37,10 @@ def run_stage(name: str, fn: Callable[[], None]) -> None:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         fn()
+        # Whole-process figures (interpreter start and imports included), for the README table.
+        wall = time.time() - psutil.Process().create_time()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        log.info("stage %s done in %.1f s, peak RSS %.0f MiB", name, wall, peak)
     except BirnnError as exc:
         # One line, no traceback: the message already names the key, file or URL at fault.
         print(f"birnn.{name}: error: {exc}", file=sys.stderr)

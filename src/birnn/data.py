@@ -128,19 +128,6 @@ def split(
     }
 
 
-def shift_images(images: np.ndarray, rng: np.random.Generator, max_shift: int) -> np.ndarray:
-    """Translate each image by its own random (dy, dx) in [-max_shift, max_shift], zero-filled."""
-    if max_shift <= 0:
-        return images
-    n, h, w = images.shape
-    padded = np.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift)))
-    top = rng.integers(0, 2 * max_shift + 1, size=n)
-    left = rng.integers(0, 2 * max_shift + 1, size=n)
-    rows = (top[:, None] + np.arange(h))[:, :, None]
-    cols = (left[:, None] + np.arange(w))[:, None, :]
-    return padded[np.arange(n)[:, None, None], rows, cols]
-
-
 def load_split(processed_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Load ``train``, ``val`` or ``test`` arrays written by the preprocess stage."""
     path = processed_dir / f"{name}.npz"

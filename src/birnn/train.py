@@ -24,7 +24,7 @@ import numpy as np
 from birnn import paths
 from birnn.cli import run_stage
 from birnn.config import Params, TrainConfig, load_params
-from birnn.data import load_split, shift_images
+from birnn.data import load_split
 from birnn.files import atomic_path, remove_stale_temps, write_csv, write_json, write_text
 from birnn.model import build_model, summary_text
 
@@ -145,44 +145,55 @@ class Checkpoint:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-class ShiftedBatches(keras.utils.PyDataset):
-    """Shuffled training batches, each image randomly shifted by up to ``max_shift`` pixels.
+def shift_batch(images: Any, max_shift: int, seed: Any) -> Any:
+    """Translate each image of a batch by its own random (dy, dx) in [-max_shift, max_shift].
 
-    Every epoch draws a new order and new shifts from a generator seeded by (seed, epoch), so
-    runs repeat exactly and a resumed run sees the same data as an uninterrupted one.
+    Zero-filled, with stateless random ops: the same ``seed`` (int64 pair) gives the same shifts.
     """
+    import tensorflow as tf
 
-    def __init__(
-        self,
-        x: np.ndarray,
-        y: np.ndarray,
-        batch_size: int,
-        max_shift: int,
-        seed: int,
-        start_epoch: int = 0,
-    ) -> None:
-        super().__init__()
-        self.x, self.y = x, y
-        self.batch_size, self.max_shift, self.seed = batch_size, max_shift, seed
-        self.epoch = start_epoch
-        self._draw()
+    n, h, w = tf.shape(images)[0], images.shape[1], images.shape[2]
+    span = 2 * max_shift + 1
+    offsets = tf.random.stateless_uniform([2, n], seed=seed, maxval=span, dtype=tf.int32)
+    padded = tf.pad(images, [[0, 0], [max_shift, max_shift], [max_shift, max_shift]])
+    rows = offsets[0][:, None] + tf.range(h)[None, :]
+    cols = offsets[1][:, None] + tf.range(w)[None, :]
+    out = tf.gather(padded, rows, axis=1, batch_dims=1)
+    return tf.gather(out, cols, axis=2, batch_dims=1)
 
-    def _draw(self) -> None:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(len(self.y))
-        self._x = shift_images(self.x[order], rng, self.max_shift)
-        self._y = self.y[order]
 
-    def __len__(self) -> int:
-        return math.ceil(len(self.y) / self.batch_size)
+def augmented_batches(
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    max_shift: int,
+    seed: int,
+    start_epoch: int,
+    epochs: int,
+) -> Any:
+    """A tf.data stream of shuffled, randomly shifted batches for epochs start_epoch..epochs-1.
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        batch = slice(index * self.batch_size, (index + 1) * self.batch_size)
-        return self._x[batch], self._y[batch]
+    Epoch e's order is a stateless shuffle seeded by (seed, e) and batch i's shifts are seeded by
+    (seed, e, i): runs repeat exactly and a resumed run sees what an uninterrupted one would.
+    The work runs in tf.data's threads, prefetched, off the training step's critical path.
+    """
+    import tensorflow as tf
 
-    def on_epoch_end(self) -> None:
-        self.epoch += 1
-        self._draw()
+    xs, ys, n = tf.constant(x), tf.constant(y), len(y)
+
+    def one_epoch(epoch: Any) -> Any:
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+        )
+
+        def make(i: Any, idx: Any) -> Any:
+            batch_seed = tf.stack([tf.constant(seed, tf.int64), epoch * 1_000_003 + i])
+            return shift_batch(tf.gather(xs, idx), max_shift, batch_seed), tf.gather(ys, idx)
+
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate().map(make)
+
+    epochs_ds = tf.data.Dataset.range(start_epoch, epochs)
+    return epochs_ds.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
 
 
 class CheckpointCallback(keras.callbacks.Callback):
@@ -229,11 +240,13 @@ def fit(
 ) -> float:
     """Run ``model.fit``; return the wall time in seconds."""
     if cfg.augment_shift:
-        inputs = {
-            "x": ShiftedBatches(
-                *train, cfg.batch_size, cfg.augment_shift, cfg.seed, start_epoch=initial_epoch
-            )
-        }
+        # One stream over all remaining epochs; with steps_per_epoch set, Keras keeps reading
+        # the same iterator from epoch to epoch.
+        stream = augmented_batches(
+            *train, cfg.batch_size, cfg.augment_shift, cfg.seed, initial_epoch, cfg.epochs
+        )
+        steps = math.ceil(len(train[1]) / cfg.batch_size)
+        inputs = {"x": stream, "steps_per_epoch": steps, "shuffle": False}
     else:
         inputs = {"x": train[0], "y": train[1], "batch_size": cfg.batch_size, "shuffle": True}
     start = time.perf_counter()

@@ -116,17 +116,3 @@ def test_split_is_seeded_and_subsamples() -> None:
     assert abs(len(a["y_train"]) - 300) <= 10
     assert len(np.intersect1d(a["x_train"], a["x_val"])) == 0
     assert set(np.unique(a["y_train"])) == set(range(10))
-
-
-def test_shift_images_moves_each_image_within_bounds() -> None:
-    from birnn.data import shift_images
-
-    imgs = np.zeros((50, 28, 28), dtype=np.float32)
-    imgs[:, 14, 14] = 1.0  # one lit pixel in the middle
-    out = shift_images(imgs, np.random.default_rng(0), 2)
-    assert out.shape == imgs.shape
-    rows, cols = np.nonzero(out.reshape(50, 28, 28).max(axis=0))
-    assert set(rows) <= set(range(12, 17)) and set(cols) <= set(range(12, 17))
-    assert out.sum() == 50  # nothing lost: each image still has its one pixel
-    assert len({tuple(np.argwhere(o)[0]) for o in out}) > 5  # images move independently
-    np.testing.assert_array_equal(shift_images(imgs, np.random.default_rng(0), 0), imgs)
