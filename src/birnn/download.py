@@ -7,7 +7,6 @@ given, separated by spaces). A file whose checksum does not match is never left 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -21,7 +20,7 @@ from birnn import paths
 from birnn.cli import run_stage
 from birnn.config import load_params
 from birnn.errors import DataError
-from birnn.files import atomic_path, remove_stale_temps
+from birnn.files import atomic_path, file_digest, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +74,8 @@ DATASETS: dict[str, DatasetSpec] = {
 
 
 def md5sum(path: Path) -> str:
-    """md5 of a file, read in chunks."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """md5 of a file (the checksum the dataset authors publish)."""
+    return file_digest(path, "md5")
 
 
 def mirrors_from_env(value: str | None, default: tuple[str, ...]) -> tuple[str, ...]:

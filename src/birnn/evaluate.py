@@ -21,7 +21,7 @@ from birnn.cli import run_stage
 from birnn.config import load_params
 from birnn.data import load_split
 from birnn.errors import DataError
-from birnn.files import remove_stale_temps, write_csv, write_json
+from birnn.files import file_sha256, remove_stale_temps, write_csv, write_json
 from birnn.metrics import confusion_matrix, per_class_scores
 
 log = logging.getLogger(__name__)
@@ -111,15 +111,12 @@ def log_to_mlflow(
     model: keras.Model,
     x_test: np.ndarray,
     run_id: str,
-    model_sha: str,
+    tags: dict[str, str],
 ) -> None:
     """Test metrics, reports, figures and the model into the active run; register the model."""
     from birnn import tracking
 
-    train_info = json.loads(paths.TRAIN_JSON.read_text())
-    tracking.set_tags(
-        {"model.sha256": model_sha, "weights_sha256": train_info.get("weights_sha256", "")}
-    )
+    tracking.set_tags(tags)
     m = result["metrics"]
     per_class_f1 = {f"test_f1_class_{c}": s["f1"] for c, s in result["per_class"].items()}
     tracking.log_metrics({k: v for k, v in m.items() if k != "test_samples"} | per_class_f1)
@@ -147,7 +144,6 @@ def main() -> None:
 
     def stage() -> None:
         from birnn import tracking
-        from birnn.train import file_sha256
 
         params = load_params(paths.PARAMS)
         x_test, y_test = load_split(paths.PROCESSED_DIR, "test")
@@ -184,7 +180,11 @@ def main() -> None:
                 tags={"model.sha256": model_sha, "train.mlflow_run_id": str(run_id)},
             )
         with tracking.closing_run():
-            log_to_mlflow(client, params, result, figures, model, x_test, run_id, model_sha)
+            tags = {
+                "model.sha256": model_sha,
+                "weights_sha256": train_info.get("weights_sha256", ""),
+            }
+            log_to_mlflow(client, params, result, figures, model, x_test, run_id, tags)
 
     run_stage("evaluate", stage)
 

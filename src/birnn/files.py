@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
@@ -98,6 +99,20 @@ def save_npz(target: str | Path, **arrays: np.ndarray) -> None:
             info.external_attr = 0o644 << 16
             with zf.open(info, "w", force_zip64=True) as fh:
                 np.lib.format.write_array(fh, np.ascontiguousarray(arrays[name]))
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (``sha256``, ``md5``, ...), read in chunks."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes."""
+    return file_digest(path, "sha256")
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:

@@ -25,7 +25,14 @@ from birnn import paths
 from birnn.cli import run_stage
 from birnn.config import Params, TrainConfig, load_params
 from birnn.data import load_split
-from birnn.files import atomic_path, remove_stale_temps, write_csv, write_json, write_text
+from birnn.files import (
+    atomic_path,
+    file_sha256,
+    remove_stale_temps,
+    write_csv,
+    write_json,
+    write_text,
+)
 from birnn.model import build_model, summary_text
 
 log = logging.getLogger(__name__)
@@ -69,15 +76,6 @@ def weights_digest(model: keras.Model) -> str:
         digest.update(w.path.encode())
         digest.update(str(arr.dtype).encode() + str(arr.shape).encode())
         digest.update(arr.tobytes())
-    return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
     return digest.hexdigest()
 
 

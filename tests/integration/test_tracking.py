@@ -163,7 +163,7 @@ def test_evaluate_in_a_store_without_the_run_starts_a_named_run(tracked, tmp_pat
     assert res.returncode == 0, res.stderr[-3000:]
     client = MlflowClient(other)
     (new,) = client.search_runs([client.get_experiment_by_name("birnn-mnist").experiment_id])
-    from birnn.train import file_sha256
+    from birnn.files import file_sha256
 
     sha = file_sha256(repo / "models/model.keras")
     assert new.data.tags["model.sha256"] == sha
