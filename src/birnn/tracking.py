@@ -128,6 +128,12 @@ def run_exists(client: MlflowClient, run_id: str | None) -> bool:
     return True
 
 
+def default_run_name(params: Params) -> str:
+    """``lstm-50x50-20261128-130310``: the network and the start time, readable in the UI."""
+    units = "x".join(map(str, params.model.units))
+    return f"{params.model.cell}-{units}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def start_run(
     params: Params,
     run_id: str | None = None,
@@ -140,7 +146,9 @@ def start_run(
         active = mlflow.start_run(run_id=run_id)
         log.info("MLflow: continuing run %s", run_id)
     else:
-        active = mlflow.start_run(run_name=run_name or os.environ.get("DVC_EXP_NAME"))
+        # MLflow's random names come from `random`, which training seeds: name runs ourselves.
+        name = run_name or os.environ.get("DVC_EXP_NAME") or default_run_name(params)
+        active = mlflow.start_run(run_name=name)
         log.info("MLflow: started run %s in %s", active.info.run_id, tracking_uri())
         all_params = {**flatten(params), **(extra_params or {})}
         mlflow.log_params({k: _param_value(v) for k, v in all_params.items()})
