@@ -12,6 +12,10 @@ import yaml
 
 from tests.conftest import REPO
 
+# Small real runs: a few hundred steps at most, so the batch is small and the rate constant
+# (the defaults are tuned for 16 epochs on all 54,000 images).
+SMALL_RUN = {"train__batch_size": 64, "train__lr_schedule": "constant"}
+
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore", "pyproject.toml")
 
 
@@ -53,7 +57,7 @@ def set_params(repo: Path, **overrides: object) -> None:
 
 
 def make_project(dest: Path, env: dict[str, str], **overrides: object) -> Path:
-    """A committed git + DVC project with this repo's pipeline and the given params."""
+    """A committed git + DVC project with this repo's pipeline, ``SMALL_RUN`` and ``overrides``."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         shutil.copy(REPO / name, dest / name)
@@ -64,7 +68,19 @@ def make_project(dest: Path, env: dict[str, str], **overrides: object) -> Path:
     git("config", "user.name", "ci", cwd=dest, env=env)
     dvc("init", "-q", cwd=dest, env=env)
     dvc("config", "core.analytics", "false", cwd=dest, env=env)
-    set_params(dest, **overrides)
+    set_params(dest, **{**SMALL_RUN, **overrides})
     git("add", "-A", cwd=dest, env=env)
     git("commit", "-qm", "project", cwd=dest, env=env)
     return dest
+
+
+def commit_all(repo: Path, env: dict[str, str], message: str) -> None:
+    """Commit everything in ``repo`` (results included), as a developer would."""
+    git("add", "-A", cwd=repo, env=env)
+    git("commit", "-qm", message, cwd=repo, env=env)
+
+
+def exp_run(repo: Path, env: dict[str, str], name: str, *overrides: str) -> str:
+    """``dvc exp run -n NAME -S KEY=VALUE ...``; return its output."""
+    sets = [arg for kv in overrides for arg in ("-S", kv)]
+    return dvc("exp", "run", "-n", name, *sets, cwd=repo, env=env)

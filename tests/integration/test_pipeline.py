@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.pipeline import dvc, env_for, git, make_project, set_params
+from tests.integration.pipeline import commit_all, dvc, env_for, exp_run, make_project, set_params
 
 pytestmark = pytest.mark.integration
 
@@ -78,13 +78,8 @@ def test_evaluate_params_rerun_only_evaluate(project: tuple[Path, dict]) -> None
 
 def test_exp_run_with_overrides_is_listed(project: tuple[Path, dict]) -> None:
     repo, env = project
-    git("add", "-A", cwd=repo, env=env)
-    git("commit", "-qm", "baseline results", cwd=repo, env=env)
-    dvc(
-        "exp", "run", "-n", "quick5k",
-        "-S", "train.epochs=1", "-S", "preprocess.train_samples=5000",
-        cwd=repo, env=env,
-    )  # fmt: skip
+    commit_all(repo, env, "baseline results")
+    exp_run(repo, env, "quick5k", "train.epochs=1", "preprocess.train_samples=5000")
     shown = dvc("exp", "show", "--json", cwd=repo, env=env)
     assert "quick5k" in shown
     data = json.loads(shown)

@@ -39,7 +39,11 @@ def ok(module: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
 def prepared(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
     """A stage folder with real raw and processed data (2,000 training samples)."""
     cwd = tmp_path_factory.mktemp("prepared")
-    write_params(cwd, preprocess={"train_samples": 2000}, train={"epochs": 1})
+    write_params(
+        cwd,
+        preprocess={"train_samples": 2000},
+        train={"epochs": 1, "batch_size": 64, "lr_schedule": "constant"},
+    )
     ok("birnn.download", cwd, BIRNN_DATA_MIRROR=str(mnist_dir))
     ok("birnn.preprocess", cwd)
     return cwd
@@ -79,7 +83,11 @@ def test_preprocess_output_is_byte_identical(prepared: Path, tmp_path: Path) -> 
 
 def test_killed_training_resumes_in_the_same_run(prepared: Path, tmp_path: Path) -> None:
     cwd = clone_stage_dir(prepared, tmp_path / "resume")
-    write_params(cwd, preprocess={"train_samples": 2000}, train={"epochs": 4})
+    write_params(
+        cwd,
+        preprocess={"train_samples": 2000},
+        train={"epochs": 4, "batch_size": 64, "lr_schedule": "constant"},
+    )
     state = cwd / ".checkpoints/train/state.json"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.Popen(

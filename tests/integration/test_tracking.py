@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from birnn.config import Params, flatten
 from tests.conftest import run_module
 from tests.integration.mlflow_server import free_port, mlflow_server
-from tests.integration.pipeline import dvc, env_for, git, make_project
+from tests.integration.pipeline import commit_all, dvc, env_for, exp_run, git, make_project
 
 pytestmark = pytest.mark.integration
 
@@ -137,13 +137,8 @@ def test_champion_predicts_like_evaluate(tracked) -> None:
 def test_worse_run_does_not_move_champion(tracked) -> None:
     repo, env, client, first = tracked
     champion = client.get_model_version_by_alias(NAME, "champion")
-    git("add", "-A", cwd=repo, env=env)
-    git("commit", "-qm", "first results", cwd=repo, env=env)
-    dvc(
-        "exp", "run", "-n", "worse",
-        "-S", "train.epochs=1", "-S", "preprocess.train_samples=500",
-        cwd=repo, env=env,
-    )  # fmt: skip
+    commit_all(repo, env, "first results")
+    exp_run(repo, env, "worse", "train.epochs=1", "preprocess.train_samples=500")
     versions = client.search_model_versions(f"name='{NAME}'")
     newest = max(versions, key=lambda v: int(v.version))
     assert int(newest.version) == int(champion.version) + 1
@@ -157,18 +152,20 @@ def test_worse_run_does_not_move_champion(tracked) -> None:
 
 def test_evaluate_in_a_store_without_the_run_starts_a_named_run(tracked, tmp_path: Path):
     # A fresh clone with a pulled DVC cache has the model but not the training run.
-    repo, env, _, run = tracked
+    repo, env, _, _ = tracked
     other = f"sqlite:///{tmp_path / 'other.db'}"
     res = run_module("birnn.evaluate", repo, env={**env, "MLFLOW_TRACKING_URI": other})
     assert res.returncode == 0, res.stderr[-3000:]
-    client = MlflowClient(other)
+    client = MlflowClient(tracking_uri=other, registry_uri=other)
     (new,) = client.search_runs([client.get_experiment_by_name("birnn-mnist").experiment_id])
     from birnn.files import file_sha256
 
     sha = file_sha256(repo / "models/model.keras")
     assert new.data.tags["model.sha256"] == sha
     assert new.info.run_name == f"evaluate-{sha[:12]}"
-    assert new.data.tags["train.mlflow_run_id"] == run.info.run_id
+    # The workspace holds the last experiment's model and train.json (dvc exp run applies it).
+    trained_in = json.loads((repo / "reports/train.json").read_text())["mlflow_run_id"]
+    assert new.data.tags["train.mlflow_run_id"] == trained_in
     assert "test_accuracy" in new.data.metrics
     assert client.get_model_version_by_alias(NAME, "champion").run_id == new.info.run_id
     mlflow.set_tracking_uri(None)

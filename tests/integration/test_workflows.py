@@ -6,13 +6,14 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.integration.pipeline import dvc, env_for, git, make_project, set_params, sh
+from tests.integration.pipeline import commit_all, dvc, env_for, make_project, set_params, sh
 
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 SHA_PIN = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@[0-9a-f]{40}$")
@@ -46,8 +47,9 @@ def test_actionlint_reports_nothing() -> None:
 
 
 def test_workflows_match_github_schema() -> None:
-    exe = Path(shutil.which("check-jsonschema") or "")
-    assert exe.name, "check-jsonschema is a dev dependency"
+    # Beside this interpreter: CI runs `.venv/bin/python -m pytest` without activating the venv.
+    exe = Path(sys.executable).parent / "check-jsonschema"
+    assert exe.is_file(), "check-jsonschema is a dev dependency: run scripts/setup.sh"
     res = subprocess.run(
         [str(exe), "--builtin-schema", "vendor.github-workflows", *map(str, WORKFLOWS)],
         capture_output=True,
@@ -96,12 +98,12 @@ def test_retrain_script_reports_real_diffs(tmp_path: Path, mnist_dir: Path) -> N
         env,
         preprocess__train_samples=1500,
         train__epochs=1,
-        evaluate__min_test_accuracy=0.3,
+        train__learning_rate=0.001,
+        evaluate__min_test_accuracy=0.2,
     )
     # Base: a committed run, as main would have it.
     dvc("repro", cwd=repo, env=env)
-    git("add", "-A", cwd=repo, env=env)
-    git("commit", "-qm", "base results", cwd=repo, env=env)
+    commit_all(repo, env, "base results")
     old = json.loads((repo / "reports/metrics.json").read_text())
 
     # The change under review: more epochs and a new learning rate.
@@ -117,7 +119,7 @@ def test_retrain_script_reports_real_diffs(tmp_path: Path, mnist_dir: Path) -> N
     assert f"| {old['test_accuracy']:.4f} | {new['test_accuracy']:.4f} |" in acc_row
     assert "| params.yaml | train.epochs | 1 | 2 |" in text
     assert "| params.yaml | train.learning_rate | 0.0010 | 0.0020 |" in text
-    assert "passes the threshold 0.3" in text
+    assert "passes the threshold 0.2" in text
     assert "test accuracy" in out
 
     # A threshold the model cannot meet fails the job, after writing the report.
