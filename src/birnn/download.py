@@ -82,11 +82,24 @@ def mirrors_from_env(value: str | None, default: tuple[str, ...]) -> tuple[str, 
     """The mirrors to try: those in ``BIRNN_DATA_MIRROR`` if set, else the public ones."""
     if value is None or not value.strip():
         return default
-    mirrors = tuple(value.split())
-    for m in mirrors:
-        if not m.startswith(("http://", "https://")) and not Path(m).is_dir():
-            raise DataError(f"{MIRROR_ENV}={m!r} is neither an http(s) URL nor an existing folder")
-    return mirrors
+    mirrors = []
+    for m in value.split():
+        if not m.startswith(("http://", "https://")):
+            m = str(_resolve_folder(m))
+        mirrors.append(m)
+    return tuple(mirrors)
+
+
+def _resolve_folder(folder: str) -> Path:
+    # A relative folder is relative to the working directory or, for queued and --temp DVC
+    # experiments (which run in a copy of the project), to the project (DVC_ROOT).
+    candidates = [Path(folder)]
+    if not Path(folder).is_absolute() and os.environ.get("DVC_ROOT"):
+        candidates.append(Path(os.environ["DVC_ROOT"]) / folder)
+    for path in candidates:
+        if path.is_dir():
+            return path
+    raise DataError(f"{MIRROR_ENV}={folder!r} is neither an http(s) URL nor an existing folder")
 
 
 def _copy_verified(src_dir: Path, f: RemoteFile, dest: Path) -> None:

@@ -4,7 +4,8 @@ One pipeline execution is one MLflow run: train opens it (params, tags, per-epoc
 records its id in ``reports/train.json``, and evaluate reopens it to add test metrics, figures
 and the model, then registers the model and moves the ``champion`` alias when it is better.
 
-With ``MLFLOW_TRACKING_URI`` unset, runs go to ``sqlite:///mlflow.db`` in the project root.
+With ``MLFLOW_TRACKING_URI`` unset, runs go to ``mlflow.db`` (sqlite) in the project root, and
+artifacts to ``mlruns/`` beside it, also from queued and ``--temp`` DVC experiments.
 """
 
 from __future__ import annotations
@@ -35,14 +36,24 @@ from birnn.errors import TrackingError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_URI = "sqlite:///mlflow.db"
 CHAMPION = "champion"
 MODEL_NAME_IN_RUN = "model"
 
 
+def project_root() -> Path:
+    """The DVC project's root: DVC sets ``DVC_ROOT`` for stages, and for queued and ``--temp``
+    experiments points it at the parent project, not the temp copy they run in."""
+    return Path(os.environ.get("DVC_ROOT") or ".").resolve()
+
+
+def default_uri() -> str:
+    """``sqlite:///<project>/mlflow.db``: absolute, so experiments run elsewhere log here too."""
+    return f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
 def tracking_uri() -> str:
     """The tracking URI in force: ``MLFLOW_TRACKING_URI`` or the project's sqlite store."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
 
 
 def experiment_name(params: Params) -> str:
@@ -66,7 +77,12 @@ def connect(params: Params) -> MlflowClient:
             ) from None
     mlflow.set_tracking_uri(uri)
     try:
-        mlflow.set_experiment(experiment_name(params))
+        name = experiment_name(params)
+        if uri == default_uri() and MlflowClient().get_experiment_by_name(name) is None:
+            # Artifacts beside the store, whichever folder the first run started in.
+            artifacts = (project_root() / "mlruns").as_uri()
+            MlflowClient().create_experiment(name, artifact_location=artifacts)
+        mlflow.set_experiment(name)
     except MlflowException as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TrackingError(f"MLflow tracking store {uri} cannot be used: {first}") from None

@@ -47,3 +47,14 @@ def test_mirror_env_parsing(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError, match="neither an http\\(s\\) URL nor an existing folder"):
         mirrors_from_env(str(tmp_path / "missing"), default)
+
+
+def test_relative_mirror_folder_found_from_the_dvc_root(tmp_path: Path, monkeypatch) -> None:
+    # Queued and --temp experiments run in a copy; DVC_ROOT names the real project.
+    (tmp_path / "project" / "mirror").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with pytest.raises(DataError):
+        mirrors_from_env("mirror", ())
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "project"))
+    assert mirrors_from_env("mirror", ()) == (str(tmp_path / "project" / "mirror"),)
