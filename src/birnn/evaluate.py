@@ -128,7 +128,6 @@ def log_to_mlflow(
             paths.CONFUSION_CSV,
             paths.HISTORY_CSV,
             paths.TRAIN_JSON,
-            paths.MODEL_SUMMARY,
             paths.PARAMS,
         ],
         artifact_path="reports",
