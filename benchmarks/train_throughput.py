@@ -32,7 +32,8 @@ from birnn import paths
 from birnn.config import params_from_dict
 from birnn.data import load_split
 from birnn.model import build_model
-from birnn.train import Checkpoint, callbacks_for, compile_model, fit, seed_everything
+from birnn.checkpoint import Checkpoint
+from birnn.train import callbacks_for, compile_model, fit, seed_everything
 
 
 class EpochClock:

@@ -30,8 +30,39 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+# Libraries whose failures are the environment's (a store, a server, the network), not bugs.
+SERVICE_LIBRARIES = {
+    "mlflow": "MLflow",
+    "sqlalchemy": "the MLflow database",
+    "sqlite3": "the MLflow database",
+    "psycopg2": "the MLflow database",
+    "psycopg": "the MLflow database",
+    "alembic": "the MLflow database",
+    "requests": "an HTTP request",
+    "urllib3": "an HTTP request",
+    "botocore": "the object store",
+    "boto3": "the object store",
+}
+
+
+def service_failure(exc: BaseException) -> str | None:
+    """One line for a failure raised by a service library, or None for anything else."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        what = SERVICE_LIBRARIES.get(type(cur).__module__.split(".")[0])
+        if what is not None:
+            text = str(exc).strip().splitlines()
+            first = text[0] if text else type(exc).__name__
+            return f"{what} failed ({type(exc).__name__}): {first[:300]}"
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
 def run_stage(name: str, fn: Callable[[], None]) -> None:
-    """Run a stage; a :class:`BirnnError` becomes one line on stderr and exit code 1."""
+    """Run a stage; a :class:`BirnnError` or a service failure becomes one line on stderr and
+    exit code 1 (``BIRNN_LOG_LEVEL=DEBUG`` logs the traceback of the latter)."""
     setup_logging()
     # SIGTERM (dvc exp queue kill, CI cancel) unwinds like Ctrl-C so open runs are closed.
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -48,3 +79,11 @@ def run_stage(name: str, fn: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         print(f"birnn.{name}: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:
+        # A store, server or network failure is one line too; a bug keeps its traceback.
+        line = service_failure(exc)
+        if line is None:
+            raise
+        log.debug("service failure", exc_info=True)
+        print(f"birnn.{name}: error: {line}", file=sys.stderr)
+        sys.exit(1)

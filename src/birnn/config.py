@@ -24,6 +24,9 @@ CELLS = ("lstm", "gru", "simple_rnn")
 MERGE_MODES = ("concat", "sum", "mul", "ave")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 LR_SCHEDULES = ("constant", "cosine")
+PROMOTE_MODES = ("auto", "always", "never")
+# Metrics the registry may rank models by, and whether higher is better.
+SELECTION_METRICS = {"test_accuracy": True, "macro_f1": True, "test_loss": False}
 
 
 @dataclass(frozen=True)
@@ -129,15 +132,33 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    """Where MLflow runs and registered models go."""
+    """Where MLflow runs go."""
 
     experiment_name: str = "birnn-mnist"
-    registered_model_name: str = "birnn-mnist"
 
     def validate(self) -> None:
-        for key in ("experiment_name", "registered_model_name"):
-            if not getattr(self, key).strip():
-                raise ConfigError(f"tracking.{key} must be a non-empty string")
+        if not self.experiment_name.strip():
+            raise ConfigError("tracking.experiment_name must be a non-empty string")
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """Which registered model evaluated models join, and when ``champion`` moves."""
+
+    model_name: str | None = None
+    metric: str = "test_accuracy"
+    min_improvement: float = 0.0
+    promote: str = "auto"
+
+    def validate(self) -> None:
+        if self.model_name is not None and not self.model_name.strip():
+            raise ConfigError("registry.model_name must be null or a non-empty string")
+        _choice("registry.metric", self.metric, tuple(SELECTION_METRICS))
+        if not 0.0 <= self.min_improvement < 1.0:
+            raise ConfigError(
+                f"registry.min_improvement must be >= 0 and < 1, got {self.min_improvement}"
+            )
+        _choice("registry.promote", self.promote, PROMOTE_MODES)
 
 
 @dataclass(frozen=True)
@@ -150,6 +171,12 @@ class Params:
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+
+    @property
+    def registered_model_name(self) -> str:
+        """``registry.model_name``, or ``birnn-<dataset>`` so datasets never compete."""
+        return self.registry.model_name or f"birnn-{self.data.dataset.replace('_', '-')}"
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dict (tuples as lists), the shape of ``params.yaml``."""
@@ -236,8 +263,6 @@ def _section(cls: type, name: str, raw: Any) -> Any:
 
 def params_from_dict(raw: Any) -> Params:
     """Build and validate :class:`Params` from the parsed YAML mapping."""
-    if raw is None:
-        raw = {}
     if not isinstance(raw, Mapping):
         raise ConfigError("params.yaml must be a mapping of sections")
     hints = typing.get_type_hints(Params)
@@ -263,6 +288,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path}: YAML syntax error{where}: {exc.problem}") from None
+    if raw is None:
+        # An empty file would silently train with the code's defaults, not the project's.
+        raise ConfigError(f"{path} is empty: restore it (git checkout {path.name})")
     return params_from_dict(raw)
 
 

@@ -1,8 +1,9 @@
 """Stage 4, evaluate: score the trained model on the untouched test set and report.
 
 Writes DVC metrics and plots data under ``reports/``, matplotlib figures under
-``reports/figures/``, and adds all of it, plus the model, to the training run in MLflow, where
-the model becomes a new registry version (``champion`` only if it beats the current one).
+``reports/figures/``, and adds all of it, plus the model, to the training run in MLflow (or to a
+new run linked to it, when that run was evaluated before), where the model becomes a new
+registry version (see :mod:`birnn.registry` for when it becomes ``champion``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from birnn import paths, plots
 from birnn.cli import run_stage
-from birnn.config import load_params
+from birnn.config import Params, load_params
 from birnn.data import load_split
 from birnn.errors import DataError
 from birnn.files import file_sha256, remove_stale_temps, write_csv, write_json
@@ -26,6 +27,7 @@ from birnn.metrics import confusion_matrix, per_class_scores
 
 log = logging.getLogger(__name__)
 
+TEST_FILE = paths.PROCESSED_DIR / "test.npz"
 EXAMPLE_SIZE = 5  # real test images stored with the MLflow model as its input example
 
 
@@ -36,6 +38,7 @@ def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray) -> dict[str, Any
     cm = confusion_matrix(y_true, y_pred, probs.shape[1])
     scores = per_class_scores(cm)
     return {
+        "y_true": y_true,
         "y_pred": y_pred,
         "confusion": cm,
         "per_class": {
@@ -105,21 +108,25 @@ def write_figures(
 
 def log_to_mlflow(
     client: Any,
-    params: Any,
+    params: Params,
     result: dict[str, Any],
     figures: list[Path],
     model: keras.Model,
     x_test: np.ndarray,
     run_id: str,
-    tags: dict[str, str],
+    weights_sha: str,
 ) -> None:
-    """Test metrics, reports, figures and the model into the active run; register the model."""
-    from birnn import tracking
+    """Test metrics, data, reports, figures and the model into the active run; register it.
 
-    tracking.set_tags(tags)
+    Weights already in the registry (the same training evaluated again) are linked to their
+    version, not logged or registered a second time.
+    """
+    from birnn import lineage, registry, tracking
+
     m = result["metrics"]
     per_class_f1 = {f"test_f1_class_{c}": s["f1"] for c, s in result["per_class"].items()}
     tracking.log_metrics({k: v for k, v in m.items() if k != "test_samples"} | per_class_f1)
+    tracking.log_datasets({"testing": ((x_test, result["y_true"]), TEST_FILE)})
     tracking.log_artifacts(figures, artifact_path="figures")
     tracking.log_artifacts(
         [
@@ -132,10 +139,17 @@ def log_to_mlflow(
         ],
         artifact_path="reports",
     )
+    tracking.set_tags(lineage.stage_data_hashes("evaluate"))
+    name = params.registered_model_name
+    existing = registry.version_by_weights(client, name, weights_sha) if weights_sha else None
+    if existing is not None:
+        registry.link_existing(existing)
+        return
     model_uri = tracking.log_keras_model(model, x_test[:EXAMPLE_SIZE])
-    tracking.register_and_promote(
-        client, model_uri, params.tracking.registered_model_name, m["test_accuracy"], run_id
-    )
+    if not registry.registry_enabled():
+        log.info("%s=off: the model is logged, not registered", registry.REGISTRY_ENV)
+        return
+    registry.register(client, params, model_uri, m, run_id, weights_sha)
 
 
 def main() -> None:
@@ -165,25 +179,16 @@ def main() -> None:
             m["macro_f1"],
         )
 
-        # Log into the training run; a fresh clone with a pulled cache has no such run in its
-        # store, so start one that names the model it evaluates.
-        run_id = train_info.get("mlflow_run_id")
+        # The training run, unless it was evaluated before or is not in this store (a fresh
+        # clone with a pulled cache): then a new run linked to it.
         model_sha = file_sha256(paths.MODEL_FILE)
-        if tracking.run_exists(client, run_id):
-            tracking.start_run(params, run_id=run_id)
-        else:
-            log.info("training run %s is not in this store: starting a new run", run_id)
-            run_id = tracking.start_run(
-                params,
-                run_name=f"evaluate-{model_sha[:12]}",
-                tags={"model.sha256": model_sha, "train.mlflow_run_id": str(run_id)},
-            )
+        weights_sha = train_info.get("weights_sha256", "")
+        run_id = tracking.open_evaluation_run(
+            client, params, train_info.get("mlflow_run_id"), model_sha
+        )
         with tracking.closing_run():
-            tags = {
-                "model.sha256": model_sha,
-                "weights_sha256": train_info.get("weights_sha256", ""),
-            }
-            log_to_mlflow(client, params, result, figures, model, x_test, run_id, tags)
+            tracking.set_tags({"model.sha256": model_sha, "weights_sha256": weights_sha})
+            log_to_mlflow(client, params, result, figures, model, x_test, run_id, weights_sha)
 
     run_stage("evaluate", stage)
 

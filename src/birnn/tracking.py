@@ -1,8 +1,11 @@
-"""Every MLflow call of the project lives here; stages call these functions.
+"""Every MLflow call of the project's runs lives here; stages call these functions.
 
-One pipeline execution is one MLflow run: train opens it (params, tags, per-epoch metrics),
-records its id in ``reports/train.json``, and evaluate reopens it to add test metrics, figures
-and the model, then registers the model and moves the ``champion`` alias when it is better.
+One pipeline execution is one MLflow run: train opens it (params, tags, datasets, per-epoch
+metrics), records its id in ``reports/train.json``, and evaluate reopens it to add test metrics,
+figures and the model. When evaluate runs again on a model that was already evaluated (only
+``evaluate.*`` changed, or ``dvc repro -f evaluate``), it starts a new run linked to the
+training run instead, and leaves the earlier one untouched. The registry lives in
+:mod:`birnn.registry`.
 
 With ``MLFLOW_TRACKING_URI`` unset, runs go to ``mlflow.db`` (sqlite) in the project root, and
 artifacts to ``mlruns/`` beside it, also from queued and ``--temp`` DVC experiments.
@@ -14,10 +17,10 @@ import contextlib
 import logging
 import os
 import platform
-import subprocess
 import time
 import types
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +28,17 @@ import keras
 import mlflow
 import numpy as np
 import requests
-import yaml
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Run
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, infer_signature
 from mlflow.tracking import MlflowClient
 
+from birnn import lineage
 from birnn.config import Params, flatten
 from birnn.errors import TrackingError
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
 MODEL_NAME_IN_RUN = "model"
 
 
@@ -73,7 +75,7 @@ def connect(params: Params) -> MlflowClient:
             reason = type(exc).__name__
             raise TrackingError(
                 f"MLflow tracking server {uri} is unreachable ({reason}); start it "
-                "(see README, 'Team use') or unset MLFLOW_TRACKING_URI to log to ./mlflow.db"
+                "(see README, 'Team stack') or unset MLFLOW_TRACKING_URI to log to ./mlflow.db"
             ) from None
     mlflow.set_tracking_uri(uri)
     try:
@@ -83,47 +85,34 @@ def connect(params: Params) -> MlflowClient:
             artifacts = (project_root() / "mlruns").as_uri()
             MlflowClient().create_experiment(name, artifact_location=artifacts)
         mlflow.set_experiment(name)
-    except MlflowException as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except ImportError as exc:
+        raise TrackingError(
+            f"MLflow tracking store {uri} needs the Python package {exc.name!r}, which is not "
+            "installed (a database driver, e.g. pip install psycopg2-binary for PostgreSQL)"
+        ) from None
+    except Exception as exc:  # MlflowException, SQLAlchemy, sqlite3, HTTP: the store's fault
+        first = _first_line(exc)
         raise TrackingError(f"MLflow tracking store {uri} cannot be used: {first}") from None
     return MlflowClient()
 
 
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", *args], capture_output=True, text=True, check=True, timeout=10
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.strip()
-
-
-def dvc_lock_hashes(lock_path: Path = Path("dvc.lock")) -> dict[str, str]:
-    """``dvc.<stage>.<out>.md5`` for every stage output recorded in ``dvc.lock``."""
-    if not lock_path.is_file():
-        return {}
-    lock = yaml.safe_load(lock_path.read_text()) or {}
-    tags = {}
-    for stage, entry in (lock.get("stages") or {}).items():
-        for out in entry.get("outs") or []:
-            if "md5" in out:
-                tags[f"dvc.{stage}.{out['path']}.md5"] = out["md5"]
-    return tags
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
 
 
 def lineage_tags(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Git commit, dirty flag, DVC hashes, experiment name, library versions, host."""
+    """Git commit, dirty flag, experiment name, library versions, host."""
     import tensorflow as tf
 
+    dirty = lineage.uncommitted_changes()
     tags = {
-        "git.commit": _git("rev-parse", "HEAD") or "unknown",
-        "git.dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower(),
+        "git.commit": lineage.git("rev-parse", "HEAD") or "unknown",
+        "git.dirty": "unknown" if dirty is None else str(bool(dirty)).lower(),
         "tensorflow.version": tf.__version__,
         "keras.version": keras.__version__,
         "host.cpu_count": str(os.cpu_count()),
         "host.platform": platform.platform(),
-        **dvc_lock_hashes(),
     }
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
@@ -133,15 +122,42 @@ def lineage_tags(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return tags
 
 
-def run_exists(client: MlflowClient, run_id: str | None) -> bool:
-    """Whether ``run_id`` names a run in the current store."""
+@dataclass(frozen=True)
+class RunState:
+    """What the store says about a run id: can it be reopened, and was it evaluated."""
+
+    usable: bool
+    reason: str
+    evaluated: bool = False
+    run: Run | None = None
+
+
+def run_state(client: MlflowClient, run_id: str | None, params: Params) -> RunState:
+    """Whether ``run_id`` can be reopened in the current store and experiment.
+
+    Only "not found" means absent; any other store error (403, 5xx, a broken database) is a
+    :class:`TrackingError`, so lineage is never split silently.
+    """
     if not run_id:
-        return False
+        return RunState(False, "no run id recorded")
     try:
-        client.get_run(run_id)
-    except MlflowException:
-        return False
-    return True
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return RunState(False, f"run {run_id} is not in {tracking_uri()}")
+        raise TrackingError(
+            f"MLflow could not look up run {run_id} in {tracking_uri()}: {_first_line(exc)}"
+        ) from None
+    if run.info.lifecycle_stage == "deleted":
+        return RunState(False, f"run {run_id} was deleted", run=run)
+    experiment = client.get_experiment_by_name(experiment_name(params))
+    if experiment is None or run.info.experiment_id != experiment.experiment_id:
+        return RunState(
+            False,
+            f"run {run_id} belongs to another experiment than {experiment_name(params)!r}",
+            run=run,
+        )
+    return RunState(True, "", evaluated="test_accuracy" in run.data.metrics, run=run)
 
 
 def default_run_name(params: Params) -> str:
@@ -156,8 +172,13 @@ def start_run(
     run_name: str | None = None,
     extra_params: Mapping[str, Any] | None = None,
     tags: Mapping[str, str] | None = None,
+    params_first: bool = True,
 ) -> str:
-    """Open (or reopen, given ``run_id``) the pipeline's run; log params and tags once."""
+    """Open (or reopen, given ``run_id``) the pipeline's run; log params and tags once.
+
+    ``extra_params`` are logged beside ``params.yaml``'s; with ``params_first=False`` they are
+    the base that ``params.yaml``'s values override.
+    """
     if run_id:
         active = mlflow.start_run(run_id=run_id)
         log.info("MLflow: continuing run %s", run_id)
@@ -166,10 +187,57 @@ def start_run(
         name = run_name or os.environ.get("DVC_EXP_NAME") or default_run_name(params)
         active = mlflow.start_run(run_name=name)
         log.info("MLflow: started run %s in %s", active.info.run_id, tracking_uri())
-        all_params = {**flatten(params), **(extra_params or {})}
+        ours, extra = flatten(params), dict(extra_params or {})
+        all_params = {**ours, **extra} if params_first else {**extra, **ours}
         mlflow.log_params({k: _param_value(v) for k, v in all_params.items()})
     mlflow.set_tags(lineage_tags(tags))
     return active.info.run_id
+
+
+def resume_or_start_run(
+    client: MlflowClient,
+    params: Params,
+    run_id: str | None,
+    history: list[dict[str, float]],
+    extra_params: Mapping[str, Any],
+) -> str:
+    """Train's run: the checkpoint's run when it can be reopened, else a new one.
+
+    A checkpoint whose run was deleted or lives in another experiment resumes its weights in a
+    new run (its epochs are back-filled there), so a retry never fails the same way again.
+    """
+    if run_id:
+        state = run_state(client, run_id, params)
+        if not state.usable:
+            log.warning("%s: the resumed training logs to a new run", state.reason)
+            run_id = None
+    run_id = start_run(params, run_id=run_id, extra_params=extra_params)
+    if history:
+        backfill_epochs(history)
+    return run_id
+
+
+def open_evaluation_run(
+    client: MlflowClient, params: Params, train_run_id: str | None, model_sha: str
+) -> str:
+    """Evaluate's run: the training run if it was not evaluated yet, else a new linked run.
+
+    The new run copies the training run's params (current params win) and is tagged with the
+    training run's id; the training run itself is left untouched.
+    """
+    state = run_state(client, train_run_id, params)
+    if state.usable and not state.evaluated:
+        return start_run(params, run_id=train_run_id)
+    why = "it was already evaluated" if state.usable else state.reason
+    log.info("evaluating in a new run, linked to training run %s: %s", train_run_id, why)
+    copied = dict(state.run.data.params) if state.run is not None else {}
+    tags = {"model.sha256": model_sha, "birnn.train_run_id": str(train_run_id)}
+    if state.run is not None:
+        tags["mlflow.note.content"] = f"Evaluation of training run {train_run_id}."
+    base = state.run.info.run_name if state.run is not None else f"model-{model_sha[:12]}"
+    return start_run(
+        params, run_name=f"{base}-eval", extra_params=copied, tags=tags, params_first=False
+    )
 
 
 def _param_value(value: Any) -> str:
@@ -275,29 +343,16 @@ def log_keras_model(model: keras.Model, example: np.ndarray) -> str:
     return info.model_uri
 
 
-def register_and_promote(
-    client: MlflowClient, model_uri: str, name: str, test_accuracy: float, run_id: str
-) -> dict[str, Any]:
-    """Register ``model_uri`` as a new version; move ``champion`` to it only if it is better."""
-    version = mlflow.register_model(model_uri, name).version
-    try:
-        champ = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        champ = None
-    champ_acc = float(champ.tags["test_accuracy"]) if champ is not None else None
-    promote = champ_acc is None or test_accuracy > champ_acc
-    if promote:
-        client.set_registered_model_alias(name, CHAMPION, version)
-        decision = "promoted" if champ is None else f"promoted over version {champ.version}"
-    else:
-        decision = f"kept version {champ.version} as champion"
-    for key, value in {
-        "test_accuracy": f"{test_accuracy:.6f}",
-        "champion_test_accuracy_before": "none" if champ_acc is None else f"{champ_acc:.6f}",
-        "champion_decision": decision,
-        "run_id": run_id,
-    }.items():
-        client.set_model_version_tag(name, version, key, value)
-    mlflow.set_tags({"registry.version": str(version), "registry.decision": decision})
-    log.info("registered %s version %s: %s", name, version, decision)
-    return {"version": int(version), "promoted": promote, "decision": decision}
+def log_datasets(splits: Mapping[str, tuple[tuple[np.ndarray, np.ndarray], Path]]) -> None:
+    """Log each split as an MLflow dataset input: context -> ((x, y), DVC-tracked file).
+
+    The dataset is named after the file and its digest is the file's md5 as DVC records it,
+    so the run's Datasets panel names the exact bytes (``dvc.lock`` has the same md5).
+    """
+    import mlflow.data
+
+    for context, ((x, y), path) in splits.items():
+        dataset = mlflow.data.from_numpy(
+            x, targets=y, source=str(path), name=str(path), digest=lineage.dvc_md5(path)
+        )
+        mlflow.log_input(dataset, context=context)

@@ -9,35 +9,32 @@ are unchanged (a fingerprint guards against mixing checkpoints of different runs
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
-import shutil
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
 from birnn import paths
+from birnn.augment import augmented_batches
+from birnn.checkpoint import (
+    HISTORY_COLUMNS,
+    Checkpoint,
+    CheckpointCallback,
+    ResumableEarlyStopping,
+    fingerprint,
+)
 from birnn.cli import run_stage
 from birnn.config import Params, TrainConfig, load_params
 from birnn.data import load_split
-from birnn.files import (
-    atomic_path,
-    file_sha256,
-    remove_stale_temps,
-    write_csv,
-    write_json,
-    write_text,
-)
+from birnn.files import atomic_path, remove_stale_temps, write_csv, write_json, write_text
 from birnn.model import build_model, summary_text
 
 log = logging.getLogger(__name__)
 
-HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
+TRAIN_FILES = (paths.PROCESSED_DIR / "train.npz", paths.PROCESSED_DIR / "val.npz")
 
 
 def seed_everything(seed: int) -> None:
@@ -79,152 +76,18 @@ def weights_digest(model: keras.Model) -> str:
     return digest.hexdigest()
 
 
-def fingerprint(params: Params, data_files: list[Path]) -> str:
-    """Identify one training job: model and train params plus the exact input data."""
-    payload = {
-        "model": asdict(params.model),
-        "train": asdict(params.train),
-        "data": {p.name: file_sha256(p) for p in data_files},
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-@dataclass
-class Checkpoint:
-    """Resume state, saved after every epoch."""
-
-    directory: Path
-    fingerprint: str
-    epochs_done: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-    run_id: str | None = None
-
-    @property
-    def model_path(self) -> Path:
-        return self.directory / "model.keras"
-
-    @property
-    def state_path(self) -> Path:
-        return self.directory / "state.json"
-
-    @classmethod
-    def load(cls, directory: Path, fp: str) -> Checkpoint:
-        """The saved state if it belongs to this job; else a fresh one (stale files removed)."""
-        ckpt = cls(directory=directory, fingerprint=fp)
-        if not ckpt.state_path.is_file():
-            return ckpt
-        try:
-            state = json.loads(ckpt.state_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            state = {}
-        if state.get("fingerprint") != fp or not ckpt.model_path.is_file():
-            log.info("checkpoint in %s is from other params or data: starting fresh", directory)
-            shutil.rmtree(directory, ignore_errors=True)
-            return ckpt
-        ckpt.epochs_done = int(state["epochs_done"])
-        ckpt.history = list(state["history"])
-        ckpt.run_id = state.get("run_id")
-        return ckpt
-
-    def save(self, model: keras.Model) -> None:
-        """Write model then state, each atomically, so a kill leaves the last whole pair."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.model_path) as tmp:
-            model.save(tmp)
-        state = {
-            "fingerprint": self.fingerprint,
-            "epochs_done": self.epochs_done,
-            "history": self.history,
-            "run_id": self.run_id,
-        }
-        write_json(self.state_path, state)
-
-    def clear(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
-def shift_batch(images: Any, max_shift: int, seed: Any) -> Any:
-    """Translate each image of a batch by its own random (dy, dx) in [-max_shift, max_shift].
-
-    Zero-filled, with stateless random ops: the same ``seed`` (int64 pair) gives the same shifts.
-    """
-    import tensorflow as tf
-
-    n, h, w = tf.shape(images)[0], images.shape[1], images.shape[2]
-    span = 2 * max_shift + 1
-    offsets = tf.random.stateless_uniform([2, n], seed=seed, maxval=span, dtype=tf.int32)
-    padded = tf.pad(images, [[0, 0], [max_shift, max_shift], [max_shift, max_shift]])
-    rows = offsets[0][:, None] + tf.range(h)[None, :]
-    cols = offsets[1][:, None] + tf.range(w)[None, :]
-    out = tf.gather(padded, rows, axis=1, batch_dims=1)
-    return tf.gather(out, cols, axis=2, batch_dims=1)
-
-
-def augmented_batches(
-    x: np.ndarray,
-    y: np.ndarray,
-    batch_size: int,
-    max_shift: int,
-    seed: int,
-    start_epoch: int,
-    epochs: int,
-) -> Any:
-    """A tf.data stream of shuffled, randomly shifted batches for epochs start_epoch..epochs-1.
-
-    Epoch e's order is a stateless shuffle seeded by (seed, e) and batch i's shifts are seeded by
-    (seed, e, i): runs repeat exactly and a resumed run sees what an uninterrupted one would.
-    The work runs in tf.data's threads, prefetched, off the training step's critical path.
-    """
-    import tensorflow as tf
-
-    xs, ys, n = tf.constant(x), tf.constant(y), len(y)
-
-    def one_epoch(epoch: Any) -> Any:
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
-        )
-
-        def make(i: Any, idx: Any) -> Any:
-            batch_seed = tf.stack([tf.constant(seed, tf.int64), epoch * 1_000_003 + i])
-            return shift_batch(tf.gather(xs, idx), max_shift, batch_seed), tf.gather(ys, idx)
-
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate().map(make)
-
-    epochs_ds = tf.data.Dataset.range(start_epoch, epochs)
-    return epochs_ds.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
-
-
-class CheckpointCallback(keras.callbacks.Callback):
-    """Append each epoch's logs to the history and save a resumable checkpoint."""
-
-    def __init__(self, ckpt: Checkpoint) -> None:
-        super().__init__()
-        self.ckpt = ckpt
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = logs or {}
-        row = {"epoch": epoch + 1, **{k: float(logs[k]) for k in HISTORY_COLUMNS[1:] if k in logs}}
-        self.ckpt.history.append(row)
-        self.ckpt.epochs_done = epoch + 1
-        self.ckpt.save(self.model)
-
-
 def callbacks_for(cfg: TrainConfig, ckpt: Checkpoint, extra: list[Any]) -> list[Any]:
     """Learning-rate schedule, optional early stopping, checkpointing and extra callbacks."""
     cbs: list[Any] = [
         keras.callbacks.LearningRateScheduler(lambda epoch, _lr: learning_rate_at(cfg, epoch))
     ]
+    stopper = None
     if cfg.early_stopping_patience is not None:
-        cbs.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss",
-                patience=cfg.early_stopping_patience,
-                restore_best_weights=True,
-            )
-        )
+        stopper = ResumableEarlyStopping(cfg.early_stopping_patience, ckpt.early_stopping)
+        cbs.append(stopper)
     # The checkpoint is saved before extra (MLflow) logging: a kill in between leaves an epoch
     # checkpointed but not logged, which the resume back-fills; never one logged twice.
-    return [*cbs, CheckpointCallback(ckpt), *extra]
+    return [*cbs, CheckpointCallback(ckpt, stopper), *extra]
 
 
 def fit(
@@ -303,6 +166,39 @@ def write_outputs(
     return info
 
 
+def restore_or_build(params: Params, ckpt: Checkpoint) -> keras.Model:
+    """The checkpoint's model (optimizer state included) to resume, or a new compiled one."""
+    seed_everything(params.train.seed)
+    if ckpt.epochs_done:
+        log.info("resuming from checkpoint after epoch %d", ckpt.epochs_done)
+        return keras.saving.load_model(ckpt.model_path, safe_mode=True)
+    model = build_model(params.model)
+    compile_model(model, params.train)
+    return model
+
+
+def train_and_log(params: Params, model: keras.Model, ckpt: Checkpoint, data: tuple) -> dict:
+    """Fit in the active MLflow run (per-epoch metrics), write the outputs, log the results."""
+    from birnn import lineage, tracking
+
+    (train, val), summary = data, summary_text(model)
+    log.info("model:\n%s", summary)
+    tracking.log_text(summary, "model_summary.txt")
+    tracking.log_datasets({"train": (train, TRAIN_FILES[0]), "validation": (val, TRAIN_FILES[1])})
+    initial_epoch = ckpt.epochs_done
+    callbacks = callbacks_for(params.train, ckpt, [tracking.EpochLogger()])
+    seconds = fit(model, train, val, params.train, callbacks, initial_epoch=initial_epoch)
+    info = write_outputs(model, ckpt, summary, len(train[1]), len(val[1]), initial_epoch, seconds)
+    tracking.log_metrics(
+        {"train_wall_time_s": seconds, "train_samples_per_s": info["samples_per_s"]}
+    )
+    tracking.log_artifacts([paths.HISTORY_CSV, paths.PARAMS])
+    tracking.set_tags(
+        {"weights_sha256": info["weights_sha256"], **lineage.stage_data_hashes("train")}
+    )
+    return info
+
+
 def main() -> None:
     """``python -m birnn.train``"""
 
@@ -310,55 +206,17 @@ def main() -> None:
         from birnn import tracking
 
         params = load_params(paths.PARAMS)
-        cfg = params.train
         client = tracking.connect(params)  # fails fast, before any data or training
-        data_files = [paths.PROCESSED_DIR / "train.npz", paths.PROCESSED_DIR / "val.npz"]
-        train = load_split(paths.PROCESSED_DIR, "train")
-        val = load_split(paths.PROCESSED_DIR, "val")
-
-        ckpt = Checkpoint.load(paths.CHECKPOINT_DIR, fingerprint(params, data_files))
-        seed_everything(cfg.seed)
-        if ckpt.epochs_done and tracking.run_exists(client, ckpt.run_id):
-            log.info("resuming from checkpoint after epoch %d", ckpt.epochs_done)
-            model = keras.saving.load_model(ckpt.model_path, safe_mode=True)
-        else:
-            ckpt = Checkpoint(directory=paths.CHECKPOINT_DIR, fingerprint=ckpt.fingerprint)
-            model = build_model(params.model)
-            compile_model(model, cfg)
-
-        summary = summary_text(model)
-        log.info("model:\n%s", summary)
+        train, val = (load_split(paths.PROCESSED_DIR, name) for name in ("train", "val"))
+        ckpt = Checkpoint.load(paths.CHECKPOINT_DIR, fingerprint(params, list(TRAIN_FILES)))
+        model = restore_or_build(params, ckpt)
         sizes = {"data.train_samples": len(train[1]), "data.val_samples": len(val[1])}
-        ckpt.run_id = tracking.start_run(params, run_id=ckpt.run_id, extra_params=sizes)
-        if ckpt.history:
-            tracking.backfill_epochs(ckpt.history)
-
-        initial_epoch = ckpt.epochs_done
+        ckpt.run_id = tracking.resume_or_start_run(client, params, ckpt.run_id, ckpt.history, sizes)
         with tracking.closing_run():
-            tracking.log_text(summary, "model_summary.txt")
-            seconds = fit(
-                model,
-                train,
-                val,
-                cfg,
-                callbacks_for(cfg, ckpt, [tracking.EpochLogger()]),
-                initial_epoch=initial_epoch,
-            )
-            info = write_outputs(
-                model, ckpt, summary, len(train[1]), len(val[1]), initial_epoch, seconds
-            )
-            tracking.log_metrics(
-                {"train_wall_time_s": seconds, "train_samples_per_s": info["samples_per_s"]}
-            )
-            tracking.log_artifacts([paths.HISTORY_CSV, paths.PARAMS])
-            tracking.set_tags({"weights_sha256": info["weights_sha256"]})
+            info = train_and_log(params, model, ckpt, (train, val))
         ckpt.clear()
-        log.info(
-            "trained %d epochs in %.1f s (%.0f samples/s)",
-            info["epochs"],
-            seconds,
-            info["samples_per_s"],
-        )
+        log.info("trained %d epochs in %.1f s (%.0f samples/s)", info["epochs"],
+                 info["train_wall_time_s"], info["samples_per_s"])  # fmt: skip
 
     run_stage("train", stage)
 

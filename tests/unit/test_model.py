@@ -119,7 +119,7 @@ def test_summary_text_lists_layers_and_params() -> None:
 
 
 def test_shift_batch_moves_each_image_within_bounds() -> None:
-    from birnn.train import shift_batch
+    from birnn.augment import shift_batch
 
     imgs = np.zeros((50, 28, 28), dtype=np.float32)
     imgs[:, 14, 14] = 1.0  # one lit pixel in the middle
@@ -134,7 +134,7 @@ def test_shift_batch_moves_each_image_within_bounds() -> None:
 
 
 def test_augmented_batches_are_seeded_per_epoch_and_resumable() -> None:
-    from birnn.train import augmented_batches
+    from birnn.augment import augmented_batches
 
     x = np.random.default_rng(0).random((10, 28, 28), dtype=np.float32)
     y = np.arange(10, dtype=np.uint8)

@@ -1,0 +1,163 @@
+"""Resume state of the train stage, saved after every epoch in ``.checkpoints/train``.
+
+What is saved: the model with its optimizer state (and the dropout layers' seed-generator
+state, which Keras stores as variables), the history, the MLflow run id, and the early-stopping
+state (epochs waited, best ``val_loss``, best weights). The data order and augmentation are
+seeded by epoch. So a resumed run ends with the same weights and history as one that was never
+interrupted (``tests/integration/test_reliability.py``).
+
+A fingerprint guards the checkpoint: the ``model`` and ``train`` params, the exact training
+data, the source of every module the train stage runs, and the TensorFlow/Keras versions.
+Change any of them and the next run starts fresh instead of resuming old weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from birnn.config import Params
+from birnn.files import atomic_path, file_sha256, load_npz, save_npz, write_json
+from birnn.lineage import code_digest, stage_modules
+
+log = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
+
+
+def fingerprint(
+    params: Params, data_files: list[Path], code_files: list[Path] | None = None
+) -> str:
+    """Identify one training job: params, data, the train stage's code and library versions."""
+    import tensorflow as tf
+
+    code = code_files if code_files is not None else stage_modules("train")
+    payload = {
+        "model": asdict(params.model),
+        "train": asdict(params.train),
+        "data": {p.name: file_sha256(p) for p in data_files},
+        "code": code_digest(code),
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras' EarlyStopping on ``val_loss`` whose state survives a resume."""
+
+    def __init__(self, patience: int, state: dict[str, Any] | None = None) -> None:
+        super().__init__(monitor="val_loss", patience=patience, restore_best_weights=True)
+        self._saved = state
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        if self._saved:
+            self.wait = self._saved["wait"]
+            self.best = self._saved["best"]
+            self.best_epoch = self._saved["best_epoch"]
+            self.best_weights = self._saved.get("best_weights")
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps (best weights separately, as arrays)."""
+        best = None if self.best is None else float(self.best)
+        return {"wait": self.wait, "best": best, "best_epoch": self.best_epoch}
+
+
+@dataclass
+class Checkpoint:
+    """Resume state, saved after every epoch."""
+
+    directory: Path
+    fingerprint: str
+    epochs_done: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    run_id: str | None = None
+    early_stopping: dict[str, Any] | None = None
+
+    @property
+    def model_path(self) -> Path:
+        return self.directory / "model.keras"
+
+    @property
+    def state_path(self) -> Path:
+        return self.directory / "state.json"
+
+    @property
+    def best_weights_path(self) -> Path:
+        return self.directory / "best_weights.npz"
+
+    @classmethod
+    def load(cls, directory: Path, fp: str) -> Checkpoint:
+        """The saved state if it belongs to this job; else a fresh one (stale files removed)."""
+        ckpt = cls(directory=directory, fingerprint=fp)
+        if not ckpt.state_path.is_file():
+            return ckpt
+        try:
+            state = json.loads(ckpt.state_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            state = {}
+        if state.get("fingerprint") != fp or not ckpt.model_path.is_file():
+            log.info(
+                "checkpoint in %s is from other params, data, code or library versions: "
+                "starting fresh",
+                directory,
+            )
+            shutil.rmtree(directory, ignore_errors=True)
+            return ckpt
+        ckpt.epochs_done = int(state["epochs_done"])
+        ckpt.history = list(state["history"])
+        ckpt.run_id = state.get("run_id")
+        ckpt.early_stopping = state.get("early_stopping")
+        if ckpt.early_stopping and ckpt.best_weights_path.is_file():
+            arrays = load_npz(ckpt.best_weights_path)
+            ckpt.early_stopping["best_weights"] = [arrays[f"w{i}"] for i in range(len(arrays))]
+        return ckpt
+
+    def save(self, model: keras.Model, early_stopping: ResumableEarlyStopping | None) -> None:
+        """Write model (and best weights), then state, each atomically: a kill leaves a whole
+        earlier state, never a state that points at files not yet written."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.model_path) as tmp:
+            model.save(tmp)
+        if early_stopping is not None:
+            self.early_stopping = early_stopping.state()
+            if early_stopping.best_weights is not None:
+                weights = {
+                    f"w{i}": np.asarray(w) for i, w in enumerate(early_stopping.best_weights)
+                }
+                save_npz(self.best_weights_path, **weights)
+        state = {
+            "fingerprint": self.fingerprint,
+            "epochs_done": self.epochs_done,
+            "history": self.history,
+            "run_id": self.run_id,
+            "early_stopping": self.early_stopping,
+        }
+        write_json(self.state_path, state)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class CheckpointCallback(keras.callbacks.Callback):
+    """Append each epoch's logs to the history and save a resumable checkpoint."""
+
+    def __init__(self, ckpt: Checkpoint, early_stopping: ResumableEarlyStopping | None) -> None:
+        super().__init__()
+        self.ckpt = ckpt
+        self.early_stopping = early_stopping
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        row = {"epoch": epoch + 1, **{k: float(logs[k]) for k in HISTORY_COLUMNS[1:] if k in logs}}
+        self.ckpt.history.append(row)
+        self.ckpt.epochs_done = epoch + 1
+        self.ckpt.save(self.model, self.early_stopping)
