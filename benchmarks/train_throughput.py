@@ -29,10 +29,10 @@ import numpy as np
 import yaml
 
 from birnn import paths
+from birnn.checkpoint import Checkpoint
 from birnn.config import params_from_dict
 from birnn.data import load_split
 from birnn.model import build_model
-from birnn.checkpoint import Checkpoint
 from birnn.train import callbacks_for, compile_model, fit, seed_everything
 
 
