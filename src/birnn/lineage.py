@@ -122,7 +122,7 @@ def git(*args: str) -> str | None:
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.strip()
+    return out.rstrip()  # keep leading blanks: `git status --porcelain` columns start with one
 
 
 def git_branch() -> str | None:
