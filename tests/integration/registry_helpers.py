@@ -20,7 +20,7 @@ from birnn.config import Params, params_from_dict
 class Identity(mlflow.pyfunc.PythonModel):
     """A model that needs nothing: registry tests are about versions, not predictions."""
 
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+    def predict(self, context, model_input, params=None):
         return model_input
 
 
@@ -61,7 +61,7 @@ def main() -> None:
         real = MlflowClient.set_registered_model_alias
         calls = []
 
-        def stalled(self, name, alias, version):  # noqa: ANN001, ANN202
+        def stalled(self, name, alias, version):
             if not calls:
                 (flags / "waiting").touch()
                 deadline = time.monotonic() + 120

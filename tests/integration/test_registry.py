@@ -40,7 +40,7 @@ def test_tags_are_written_before_the_alias_moves(client, monkeypatch) -> None:
     seen = []
     real = MlflowClient.set_registered_model_alias
 
-    def spy(self, name, alias, version):  # noqa: ANN001, ANN202
+    def spy(self, name, alias, version):
         seen.append(dict(self.get_model_version(name, version).tags))
         return real(self, name, alias, version)
 
@@ -163,7 +163,7 @@ def test_two_processes_promoting_at_once_leave_the_better_champion(tmp_path: Pat
         )
         assert better.returncode == 0, better.stderr[-3000:]
         (flags / "other-done").touch()
-        out, err = worse.communicate(timeout=120)
+        _out, err = worse.communicate(timeout=120)
         assert worse.returncode == 0, err[-3000:]
 
         client = MlflowClient(uri)

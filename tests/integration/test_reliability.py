@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import shutil
@@ -81,19 +82,13 @@ def test_preprocess_output_is_byte_identical(prepared: Path, tmp_path: Path) -> 
     assert before == after
 
 
-def test_killed_training_resumes_in_the_same_run(prepared: Path, tmp_path: Path) -> None:
-    cwd = clone_stage_dir(prepared, tmp_path / "resume")
-    write_params(
-        cwd,
-        preprocess={"train_samples": 2000},
-        train={"epochs": 4, "batch_size": 64, "lr_schedule": "constant"},
-    )
+def kill_after_first_epoch(cwd: Path, env: dict[str, str] | None = None) -> int:
+    """Start the train stage, SIGKILL it once a checkpoint exists; return the epochs done."""
     state = cwd / ".checkpoints/train/state.json"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "birnn.train"],
         cwd=cwd,
-        env=env,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -108,6 +103,27 @@ def test_killed_training_resumes_in_the_same_run(prepared: Path, tmp_path: Path)
     assert proc.poll() is None, "training ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    return done
+
+
+FOUR_EPOCHS = {
+    "preprocess": {"train_samples": 2000},
+    "train": {"epochs": 4, "batch_size": 64, "lr_schedule": "constant"},
+}
+
+
+def store(cwd: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
+
+
+def runs_of(client: MlflowClient, experiment: str = "birnn-mnist") -> list:
+    return client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+
+
+def test_killed_training_resumes_in_the_same_run(prepared: Path, tmp_path: Path) -> None:
+    cwd = clone_stage_dir(prepared, tmp_path / "resume")
+    write_params(cwd, **FOUR_EPOCHS)
+    done = kill_after_first_epoch(cwd)
     assert 1 <= done < 4
     assert not (cwd / "reports/history.csv").exists()
 
@@ -119,20 +135,92 @@ def test_killed_training_resumes_in_the_same_run(prepared: Path, tmp_path: Path)
     assert not (cwd / ".checkpoints/train").exists()
 
     info = json.loads((cwd / "reports/train.json").read_text())
-    client = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("birnn-mnist").experiment_id])
-    assert [r.info.run_id for r in runs] == [info["mlflow_run_id"]]
+    client = store(cwd)
+    assert [r.info.run_id for r in runs_of(client)] == [info["mlflow_run_id"]]
     steps = [m.step for m in client.get_metric_history(info["mlflow_run_id"], "val_accuracy")]
     assert sorted(steps) == [1, 2, 3, 4]
     mlflow.set_tracking_uri(None)
 
 
+def test_resumed_training_equals_uninterrupted_with_dropout_and_early_stopping(
+    prepared: Path, tmp_path: Path
+) -> None:
+    # Dropout masks (seed-generator state), optimizer state, data order, augmentation and the
+    # early-stopping state all carry over: the resumed run ends bit-for-bit where an
+    # uninterrupted one does.
+    params = {
+        **FOUR_EPOCHS,
+        "train": {**FOUR_EPOCHS["train"], "early_stopping_patience": 1, "augment_shift": 1},
+    }
+    whole = clone_stage_dir(prepared, tmp_path / "whole")
+    write_params(whole, **params)
+    ok("birnn.train", whole)
+    resumed = clone_stage_dir(prepared, tmp_path / "resumed")
+    write_params(resumed, **params)
+    kill_after_first_epoch(resumed)
+    assert "resuming from checkpoint" in ok("birnn.train", resumed).stderr
+    for name in ("history.csv",):
+        assert (whole / "reports" / name).read_bytes() == (resumed / "reports" / name).read_bytes()
+    digest = [json.loads((d / "reports/train.json").read_text())["weights_sha256"]
+              for d in (whole, resumed)]  # fmt: skip
+    assert digest[0] == digest[1]
+
+
+def test_resume_whose_run_was_deleted_goes_on_in_a_new_run(prepared: Path, tmp_path: Path):
+    cwd = clone_stage_dir(prepared, tmp_path / "deleted")
+    write_params(cwd, **FOUR_EPOCHS)
+    kill_after_first_epoch(cwd)
+    client = store(cwd)
+    (old,) = runs_of(client)
+    client.delete_run(old.info.run_id)  # as the UI's "Delete" does
+    res = ok("birnn.train", cwd)
+    assert f"run {old.info.run_id} was deleted: the resumed training logs to a new" in res.stderr
+    info = json.loads((cwd / "reports/train.json").read_text())
+    assert info["mlflow_run_id"] != old.info.run_id
+    steps = [m.step for m in client.get_metric_history(info["mlflow_run_id"], "val_accuracy")]
+    assert sorted(steps) == [1, 2, 3, 4]  # the checkpointed epochs were back-filled
+    mlflow.set_tracking_uri(None)
+
+
+def test_code_change_after_a_kill_starts_fresh(prepared: Path, tmp_path: Path) -> None:
+    cwd = clone_stage_dir(prepared, tmp_path / "codechange")
+    write_params(cwd, **FOUR_EPOCHS)
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "src", src, ignore=shutil.ignore_patterns("__pycache__"))
+    env = {"PYTHONPATH": str(src)}  # this copy of the package, not the installed one
+    kill_after_first_epoch(cwd, env)
+    model_py = src / "birnn/model.py"
+    model_py.write_text(model_py.read_text() + "\n# a change to the network's code\n")
+    res = ok("birnn.train", cwd, **env)
+    assert "resuming" not in res.stderr
+    assert "from other params, data, code or library versions: starting fresh" in res.stderr
+
+
+def test_evaluate_of_a_deleted_or_foreign_run_starts_a_linked_run(prepared: Path, tmp_path):
+    cwd = clone_stage_dir(prepared, tmp_path / "evalnew")
+    ok("birnn.train", cwd)
+    client = store(cwd)
+    train_id = json.loads((cwd / "reports/train.json").read_text())["mlflow_run_id"]
+    # Another experiment between the stages: the training run is not reopened across it.
+    res = ok("birnn.evaluate", cwd, MLFLOW_EXPERIMENT_NAME="elsewhere")
+    assert "belongs to another experiment" in res.stderr
+    (other,) = runs_of(client, "elsewhere")
+    assert other.data.tags["birnn.train_run_id"] == train_id
+    # Deleted in the UI: a new run in the project's experiment, never a traceback.
+    client.delete_run(train_id)
+    res = ok("birnn.evaluate", cwd)
+    assert f"run {train_id} was deleted" in res.stderr
+    (new,) = runs_of(client)
+    assert new.info.run_id != train_id and "test_accuracy" in new.data.metrics
+    mlflow.set_tracking_uri(None)
+
+
 def test_changed_params_do_not_reuse_a_checkpoint(prepared: Path, tmp_path: Path) -> None:
+    from birnn.checkpoint import Checkpoint, fingerprint
     from birnn.config import params_from_dict
-    from birnn.train import Checkpoint, fingerprint
 
     files = [prepared / "data/processed/train.npz", prepared / "data/processed/val.npz"]
-    a = fingerprint(params_from_dict({}), files)
+    a = fingerprint(params_from_dict({"train": {}}), files)
     b = fingerprint(params_from_dict({"train": {"learning_rate": 0.002}}), files)
     assert a != b
     ckpt_dir = tmp_path / "ckpt"
@@ -174,6 +262,8 @@ def test_stage_before_its_input_says_what_to_run(tmp_path: Path, stage: str, exp
         ("train:\n  epohcs: 1\n", "unknown key 'train.epohcs' (did you mean 'epochs'?)"),
         ("train:\n  batch_size: 0\n", "train.batch_size must be >= 1, got 0"),
         ("model:\n  cell: transformer\n", "model.cell must be one of lstm, gru, simple_rnn"),
+        ("", "params.yaml is empty: restore it"),
+        ("# all commented out\n", "params.yaml is empty: restore it"),
     ],
 )
 def test_bad_params_one_line_error(tmp_path: Path, text: str, expected: str) -> None:
@@ -215,3 +305,28 @@ def test_kill_while_writing_keeps_old_output_whole(prepared: Path, tmp_path: Pat
     ok("birnn.preprocess", cwd)
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".tmp-")]
     assert len(target.read_bytes()) > len(before)
+
+
+@pytest.mark.parametrize(
+    ("store_uri", "expected"),
+    [
+        ("corrupt", "cannot be used: (sqlite3.DatabaseError) file is not a database"),
+        ("postgresql://u:p@127.0.0.1:9/db", "needs the Python package"),
+    ],
+)
+def test_unusable_store_is_one_line(prepared: Path, tmp_path: Path, store_uri, expected) -> None:
+    cwd = clone_stage_dir(prepared, tmp_path / "store")
+    env = {}
+    if store_uri == "corrupt":
+        (cwd / "mlflow.db").write_bytes(os.urandom(4096))  # any non-sqlite bytes
+        before = (cwd / "mlflow.db").read_bytes()
+    else:
+        pytest.importorskip("sqlalchemy")
+        if importlib.util.find_spec("psycopg2") or importlib.util.find_spec("psycopg"):
+            pytest.skip("a PostgreSQL driver is installed: nothing to report")
+        env["MLFLOW_TRACKING_URI"] = store_uri
+    for stage in ("train", "evaluate"):
+        line = one_error_line(run_module(f"birnn.{stage}", cwd, env=env), stage)
+        assert expected in line, line
+    if store_uri == "corrupt":
+        assert (cwd / "mlflow.db").read_bytes() == before  # nothing touched, nothing lost

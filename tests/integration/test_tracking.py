@@ -111,17 +111,62 @@ def test_model_has_signature_and_real_input_example(tracked) -> None:
     assert version.run_id == run.info.run_id
 
 
-def test_lineage_tags(tracked) -> None:
+def lock_entries(repo: Path) -> dict[tuple[str, str], str]:
+    """(stage, path) -> md5 for every dep and out in the final dvc.lock."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    return {
+        (stage, e["path"]): e["md5"]
+        for stage, entry in lock.items()
+        for e in [*entry.get("deps", []), *entry.get("outs", [])]
+    }
+
+
+def dvc_tags(run) -> dict[tuple[str, str], str]:
+    out = {}
+    for key, value in run.data.tags.items():
+        if key.startswith("dvc.") and key.endswith(".md5"):
+            stage, path = key[len("dvc.") : -len(".md5")].split(".", 1)
+            out[(stage, path)] = value
+    return out
+
+
+def test_lineage_tags_match_the_final_dvc_lock(tracked) -> None:
     repo, env, _, run = tracked
     tags = run.data.tags
     assert tags["git.commit"] == git("rev-parse", "HEAD", cwd=repo, env=env).strip()
-    assert tags["git.dirty"] in ("true", "false")
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    raw_md5 = next(o["md5"] for o in lock["stages"]["download"]["outs"])
-    assert tags["dvc.download.data/raw.md5"] == raw_md5
-    assert "dvc.preprocess.data/processed.md5" in tags
+    assert tags["git.dirty"] == "false"  # only pipeline outputs changed since the commit
+    lock, tagged = lock_entries(repo), dvc_tags(run)
+    # What train read and wrote, and what evaluate read and wrote (both log into this run).
+    for key in [
+        ("train", "data/processed/train.npz"),
+        ("train", "data/processed/val.npz"),
+        ("train", "models/model.keras"),
+        ("train", "reports/history.csv"),
+        ("train", "reports/train.json"),
+        ("evaluate", "data/processed/test.npz"),
+        ("evaluate", "models/model.keras"),
+        ("evaluate", "reports/metrics.json"),
+        ("evaluate", "reports/figures"),
+    ]:
+        assert key in tagged, (key, sorted(tagged))
+    for key, md5 in tagged.items():
+        assert lock.get(key) == md5, key
     for key in ("tensorflow.version", "keras.version", "host.cpu_count", "weights_sha256"):
         assert tags[key], key
+
+
+def test_datasets_name_the_dvc_tracked_files(tracked) -> None:
+    repo, _, _, run = tracked
+    lock = lock_entries(repo)
+    seen = {}
+    for inp in run.inputs.dataset_inputs:
+        context = next(t.value for t in inp.tags if t.key == "mlflow.data.context")
+        seen[context] = (inp.dataset.name, inp.dataset.digest)
+    assert seen == {
+        "train": ("data/processed/train.npz", lock[("train", "data/processed/train.npz")]),
+        "validation": ("data/processed/val.npz", lock[("train", "data/processed/val.npz")]),
+        "testing": ("data/processed/test.npz", lock[("evaluate", "data/processed/test.npz")]),
+    }
 
 
 def test_champion_predicts_like_evaluate(tracked) -> None:
@@ -134,20 +179,56 @@ def test_champion_predicts_like_evaluate(tracked) -> None:
     np.testing.assert_array_equal(predicted, stage)
 
 
-def test_worse_run_does_not_move_champion(tracked) -> None:
+def test_evaluate_again_makes_one_linked_run_and_no_second_version(tracked) -> None:
+    repo, env, client, first = tracked
+    experiment = first.info.experiment_id
+    runs_before = {r.info.run_id for r in client.search_runs([experiment])}
+    versions_before = client.search_model_versions(f"name='{NAME}'")
+    metrics_before = dict(first.data.metrics)
+    models_before = len(first.outputs.model_outputs)
+    commit_all(repo, env, "first results")
+
+    out = exp_run(repo, env, "grid4", "evaluate.misclassified_grid=4")
+    assert "Running stage 'evaluate'" in out and "Running stage 'train'" not in out
+
+    again = client.get_run(first.info.run_id)
+    assert again.data.metrics == metrics_before
+    assert len(again.outputs.model_outputs) == models_before
+    assert again.data.params["evaluate.misclassified_grid"] == "5"
+    (new_id,) = {r.info.run_id for r in client.search_runs([experiment])} - runs_before
+    new = client.get_run(new_id)
+    assert new.data.tags["birnn.train_run_id"] == first.info.run_id
+    assert new.data.params["evaluate.misclassified_grid"] == "4"
+    assert new.data.params["data.train_samples"] == first.data.params["data.train_samples"]
+    assert new.data.metrics["test_accuracy"] == metrics_before["test_accuracy"]
+    assert len(client.search_model_versions(f"name='{NAME}'")) == len(versions_before)
+    assert new.data.tags["registry.decision"].startswith("same weights as version")
+    assert not new.outputs.model_outputs
+
+
+def test_experiment_registers_but_auto_policy_does_not_promote(tracked) -> None:
     repo, env, client, first = tracked
     champion = client.get_model_version_by_alias(NAME, "champion")
-    commit_all(repo, env, "first results")
     exp_run(repo, env, "worse", "train.epochs=1", "preprocess.train_samples=500")
-    versions = client.search_model_versions(f"name='{NAME}'")
-    newest = max(versions, key=lambda v: int(v.version))
+    newest = max(client.search_model_versions(f"name='{NAME}'"), key=lambda v: int(v.version))
     assert int(newest.version) == int(champion.version) + 1
     assert client.get_model_version_by_alias(NAME, "champion").version == champion.version
-    assert newest.tags["champion_decision"] == f"kept version {champion.version} as champion"
-    assert float(newest.tags["test_accuracy"]) < float(newest.tags["champion_test_accuracy_before"])
+    decision = "not a candidate: registry.promote=auto and this is DVC experiment 'worse'"
+    assert newest.tags["champion_decision"] == decision
     worse_run = client.get_run(newest.run_id)
     assert worse_run.data.tags["dvc.exp_name"] == "worse"
     assert worse_run.info.run_id != first.info.run_id
+
+
+def test_worse_run_does_not_move_champion(tracked) -> None:
+    repo, env, client, _ = tracked
+    champion = client.get_model_version_by_alias(NAME, "champion")
+    exp_run(repo, env, "worse2", "train.epochs=1", "preprocess.train_samples=400",
+            "registry.promote=always")  # fmt: skip
+    newest = max(client.search_model_versions(f"name='{NAME}'"), key=lambda v: int(v.version))
+    assert client.get_model_version_by_alias(NAME, "champion").version == champion.version
+    assert newest.tags["champion_decision"] == f"kept version {champion.version} as champion"
+    assert float(newest.tags["test_accuracy"]) < float(newest.tags["champion_test_accuracy_before"])
 
 
 def test_evaluate_in_a_store_without_the_run_starts_a_named_run(tracked, tmp_path: Path):
@@ -162,10 +243,10 @@ def test_evaluate_in_a_store_without_the_run_starts_a_named_run(tracked, tmp_pat
 
     sha = file_sha256(repo / "models/model.keras")
     assert new.data.tags["model.sha256"] == sha
-    assert new.info.run_name == f"evaluate-{sha[:12]}"
+    assert new.info.run_name == f"model-{sha[:12]}-eval"
     # The workspace holds the last experiment's model and train.json (dvc exp run applies it).
     trained_in = json.loads((repo / "reports/train.json").read_text())["mlflow_run_id"]
-    assert new.data.tags["train.mlflow_run_id"] == trained_in
+    assert new.data.tags["birnn.train_run_id"] == trained_in
     assert "test_accuracy" in new.data.metrics
     assert client.get_model_version_by_alias(NAME, "champion").run_id == new.info.run_id
     mlflow.set_tracking_uri(None)

@@ -83,7 +83,16 @@ def test_retrain_triggers_and_inputs() -> None:
     assert set(on) == {"push", "pull_request", "schedule", "workflow_dispatch"}
     assert on["push"]["branches"] == ["main"]
     for event in ("push", "pull_request"):
-        assert {"params.yaml", "dvc.yaml", "src/**"} <= set(on[event]["paths"])
+        # Everything that decides what the job does: the pipeline, its scripts, the workflow.
+        assert {
+            "params.yaml",
+            "dvc.yaml",
+            "src/**",
+            "scripts/ci/**",
+            ".github/workflows/retrain.yml",
+            "pyproject.toml",
+            "requirements.lock",
+        } <= set(on[event]["paths"])
     assert on["schedule"][0]["cron"]
     assert "epochs" in on["workflow_dispatch"]["inputs"]
     jobs = load(REPO / ".github/workflows/retrain.yml")["jobs"]
@@ -135,3 +144,109 @@ def test_retrain_script_reports_real_diffs(tmp_path: Path, mnist_dir: Path) -> N
     assert res.returncode == 1
     assert "below evaluate.min_test_accuracy = 0.999" in res.stderr
     assert "FAILS the threshold 0.999" in report.read_text()
+
+
+def test_pull_requests_never_get_team_secrets_nor_register() -> None:
+    path = REPO / ".github/workflows/retrain.yml"
+    wf = load(path)
+    assert "env" not in wf or not any("secrets." in str(v) for v in wf["env"].values())
+    guarded = "github.event_name != 'pull_request' && secrets."
+    lines = [ln for ln in path.read_text().splitlines() if "secrets." in ln]
+    assert lines
+    for line in lines:
+        assert line.count("secrets.") == line.count(guarded), line
+    job = wf["jobs"]["retrain"]
+    assert (
+        job["env"]["BIRNN_REGISTRY"]
+        == "${{ github.event_name == 'pull_request' && 'off' || 'on' }}"
+    )
+    push = next(st for st in job["steps"] if st.get("name") == "Push outputs to the DVC remote")
+    assert "github.event_name != 'pull_request'" in push["if"]
+
+
+def test_push_compares_against_the_push_before_commit() -> None:
+    job = load(REPO / ".github/workflows/retrain.yml")["jobs"]["retrain"]
+    step = next(st for st in job["steps"] if st.get("name") == "Retrain and report")
+    assert step["env"]["BEFORE"] == "${{ github.event.before }}"
+    assert "scripts/ci/base_rev.sh" in step["run"]
+
+
+def base_rev(repo: Path, **env: str) -> str:
+    res = subprocess.run(
+        ["bash", str(REPO / "scripts/ci/base_rev.sh")],
+        cwd=repo,
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip()
+
+
+def test_base_rev_script(tmp_path: Path) -> None:
+    env = env_for(tmp_path)
+    sh(["git", "init", "-q", "-b", "main"], tmp_path, env)
+    shas = []
+    for i in range(3):
+        (tmp_path / "f").write_text(str(i))
+        sh(["git", "add", "f"], tmp_path, env)
+        sh(["git", "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", str(i)],
+           tmp_path, env)  # fmt: skip
+        shas.append(sh(["git", "rev-parse", "HEAD"], tmp_path, env).strip())
+    # A push of two commits compares against the tip before the push, not HEAD~1.
+    assert base_rev(tmp_path, EVENT="push", BEFORE=shas[0]) == shas[0]
+    assert base_rev(tmp_path, EVENT="push", BEFORE="0" * 40) == "HEAD~1"  # a new branch
+    assert base_rev(tmp_path, EVENT="push", BEFORE="f" * 40) == "HEAD~1"  # not fetched
+    assert base_rev(tmp_path, EVENT="pull_request", BASE_REF="main") == "origin/main"
+    assert base_rev(tmp_path, EVENT="schedule") == "origin/main"
+    assert base_rev(tmp_path, EVENT="workflow_dispatch") == "origin/main"
+
+
+STAND_IN_GH = """#!/usr/bin/env bash
+# Stand-in for GitHub's side only: records each call, answers the comment listing from a file
+# through the real jq, as `gh api --jq` would.
+echo "$*" >> "$GH_CALLS"
+if [[ "$1" == api && "$2" != -X ]]; then
+  jq_expr=""
+  while [[ $# -gt 0 ]]; do [[ "$1" == --jq ]] && { jq_expr="$2"; shift; }; shift; done
+  jq -r "$jq_expr" "$GH_COMMENTS"
+fi
+"""
+
+
+MARKER = "<!-- birnn-report -->"
+PASTED = {"id": 11, "user": {"login": "mallory", "type": "User"}, "body": f"{MARKER} x"}
+BOTS = {"id": 12, "user": {"login": "github-actions[bot]", "type": "Bot"}, "body": f"{MARKER}\n"}
+
+
+@pytest.mark.parametrize(
+    ("comments", "expected"),
+    [
+        # Someone pasted the marker into their own comment; the bot's comment comes later.
+        ([PASTED, BOTS], "api -X PATCH repos/o/r/issues/comments/12"),
+        # Only somebody else's comment carries the marker: never edit it, post a new one.
+        ([PASTED], "api -X POST repos/o/r/issues/7/comments"),
+    ],
+)
+def test_pr_comment_edits_only_the_bots_own_comment(tmp_path: Path, comments, expected) -> None:
+    if shutil.which("jq") is None:
+        pytest.skip("jq not installed (GitHub's runners and gh bundle it)")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gh").write_text(STAND_IN_GH)
+    (bin_dir / "gh").chmod(0o755)
+    (tmp_path / "comments.json").write_text(json.dumps(comments))
+    report = tmp_path / "report.md"
+    report.write_text("<!-- birnn-report -->\nnew\n")
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "GH_CALLS": str(tmp_path / "calls"),
+        "GH_COMMENTS": str(tmp_path / "comments.json"),
+        "PR_NUMBER": "7",
+        "GITHUB_REPOSITORY": "o/r",
+    }
+    sh(["bash", str(REPO / "scripts/ci/pr_comment.sh"), str(report)], tmp_path, env)
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert len(calls) == 2
+    assert calls[1].startswith(expected), calls

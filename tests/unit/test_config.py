@@ -101,3 +101,25 @@ def test_params_are_frozen() -> None:
     p = Params()
     with pytest.raises(AttributeError):
         p.train.epochs = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("text", ["", "# nothing but a comment\n", "\n\n"])
+def test_empty_params_file_is_an_error_not_the_code_defaults(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"params\.yaml is empty"):
+        load_params(path)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"registry": {"metric": "val_loss"}}, "registry.metric must be one of test_accuracy"),
+        ({"registry": {"promote": "sometimes"}}, "registry.promote must be one of auto"),
+        ({"registry": {"min_improvement": -0.1}}, "registry.min_improvement must be >= 0"),
+        ({"registry": {"model_name": " "}}, "registry.model_name must be null or a non-empty"),
+    ],
+)
+def test_registry_policy_is_validated(raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        params_from_dict(raw)
