@@ -38,7 +38,8 @@ def augmented_batches(
     start_epoch: int,
     epochs: int,
 ) -> Any:
-    """A tf.data stream of shuffled, randomly shifted batches for epochs start_epoch..epochs-1.
+    """A tf.data stream of shuffled, randomly shifted batches for epochs start_epoch..epochs-1
+    (not shifted when ``max_shift`` is 0).
 
     Epoch e's order is a stateless shuffle seeded by (seed, e) and batch i's shifts are seeded by
     (seed, e, i): runs repeat exactly and a resumed run sees what an uninterrupted one would.
@@ -54,6 +55,8 @@ def augmented_batches(
         )
 
         def make(i: Any, idx: Any) -> Any:
+            if not max_shift:
+                return tf.gather(xs, idx), tf.gather(ys, idx)
             batch_seed = tf.stack([tf.constant(seed, tf.int64), epoch * 1_000_003 + i])
             return shift_batch(tf.gather(xs, idx), max_shift, batch_seed), tf.gather(ys, idx)
 

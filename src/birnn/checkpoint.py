@@ -1,9 +1,9 @@
 """Resume state of the train stage, saved after every epoch in ``.checkpoints/train``.
 
-What is saved: the model with its optimizer state (and the dropout layers' seed-generator
-state, which Keras stores as variables), the history, the MLflow run id, and the early-stopping
-state (epochs waited, best ``val_loss``, best weights). The data order and augmentation are
-seeded by epoch. So a resumed run ends with the same weights and history as one that was never
+What is saved: the model with its optimizer state, the state of every random seed generator in
+the model (the dropout masks; Keras' model file does not keep them), the history, the MLflow run
+id, and the early-stopping state (epochs waited, best ``val_loss``, best weights). The data
+order and augmentation are seeded by epoch. So a resumed run ends with the same weights and history as one that was never
 interrupted (``tests/integration/test_reliability.py``).
 
 A fingerprint guards the checkpoint: the ``model`` and ``train`` params, the exact training
@@ -50,6 +50,14 @@ def fingerprint(
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def seed_state_variables(model: keras.Model) -> list:
+    """The state variables of the model's random seed generators, in layer order.
+
+    They decide the dropout masks of the coming steps; Keras does not save them with the model.
+    """
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """Keras' EarlyStopping on ``val_loss`` whose state survives a resume."""
 
@@ -94,6 +102,20 @@ class Checkpoint:
     def best_weights_path(self) -> Path:
         return self.directory / "best_weights.npz"
 
+    @property
+    def seeds_path(self) -> Path:
+        return self.directory / "seed_states.npz"
+
+    def load_model(self) -> keras.Model:
+        """The checkpointed model, optimizer and seed-generator states included."""
+        model = keras.saving.load_model(self.model_path, safe_mode=True)
+        states = seed_state_variables(model)
+        if self.seeds_path.is_file():
+            saved = load_npz(self.seeds_path)
+            for i, var in enumerate(states):
+                var.assign(saved[f"s{i}"])
+        return model
+
     @classmethod
     def load(cls, directory: Path, fp: str) -> Checkpoint:
         """The saved state if it belongs to this job; else a fresh one (stale files removed)."""
@@ -127,6 +149,8 @@ class Checkpoint:
         self.directory.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.model_path) as tmp:
             model.save(tmp)
+        seeds = {f"s{i}": np.asarray(v) for i, v in enumerate(seed_state_variables(model))}
+        save_npz(self.seeds_path, **seeds)
         if early_stopping is not None:
             self.early_stopping = early_stopping.state()
             if early_stopping.best_weights is not None:

@@ -66,11 +66,14 @@ def learning_rate_at(cfg: TrainConfig, epoch: int) -> float:
 
 
 def weights_digest(model: keras.Model) -> str:
-    """sha256 of every weight's bytes in order: equal iff the trained weights are equal."""
+    """sha256 of every weight's bytes in order: equal iff the trained weights are equal.
+
+    Variable paths are left out: Keras names them differently in a model loaded from a file
+    (a resumed training), though the weights are the same.
+    """
     digest = hashlib.sha256()
     for w in model.weights:
         arr = np.ascontiguousarray(keras.ops.convert_to_numpy(w))
-        digest.update(w.path.encode())
         digest.update(str(arr.dtype).encode() + str(arr.shape).encode())
         digest.update(arr.tobytes())
     return digest.hexdigest()
@@ -99,20 +102,20 @@ def fit(
     initial_epoch: int = 0,
     verbose: int | str = "auto",
 ) -> float:
-    """Run ``model.fit``; return the wall time in seconds."""
-    if cfg.augment_shift:
-        # One stream over all remaining epochs; with steps_per_epoch set, Keras keeps reading
-        # the same iterator from epoch to epoch.
-        stream = augmented_batches(
-            *train, cfg.batch_size, cfg.augment_shift, cfg.seed, initial_epoch, cfg.epochs
-        )
-        steps = math.ceil(len(train[1]) / cfg.batch_size)
-        inputs = {"x": stream, "steps_per_epoch": steps, "shuffle": False}
-    else:
-        inputs = {"x": train[0], "y": train[1], "batch_size": cfg.batch_size, "shuffle": True}
+    """Run ``model.fit``; return the wall time in seconds.
+
+    The input is one seeded stream over all remaining epochs (with ``augment_shift: 0`` too):
+    Keras' own shuffling draws from the global RNG, so a resumed run would see other batches.
+    With steps_per_epoch set, Keras keeps reading the same iterator from epoch to epoch.
+    """
+    stream = augmented_batches(
+        *train, cfg.batch_size, cfg.augment_shift, cfg.seed, initial_epoch, cfg.epochs
+    )
     start = time.perf_counter()
     model.fit(
-        **inputs,
+        stream,
+        steps_per_epoch=math.ceil(len(train[1]) / cfg.batch_size),
+        shuffle=False,
         epochs=cfg.epochs,
         initial_epoch=initial_epoch,
         validation_data=val,
@@ -171,7 +174,7 @@ def restore_or_build(params: Params, ckpt: Checkpoint) -> keras.Model:
     seed_everything(params.train.seed)
     if ckpt.epochs_done:
         log.info("resuming from checkpoint after epoch %d", ckpt.epochs_done)
-        return keras.saving.load_model(ckpt.model_path, safe_mode=True)
+        return ckpt.load_model()
     model = build_model(params.model)
     compile_model(model, params.train)
     return model
