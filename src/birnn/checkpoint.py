@@ -3,8 +3,8 @@
 What is saved: the model with its optimizer state, the state of every random seed generator in
 the model (the dropout masks; Keras' model file does not keep them), the history, the MLflow run
 id, and the early-stopping state (epochs waited, best ``val_loss``, best weights). The data
-order and augmentation are seeded by epoch. So a resumed run ends with the same weights and history as one that was never
-interrupted (``tests/integration/test_reliability.py``).
+order and augmentation are seeded by epoch. So a resumed run ends with the same weights and
+history as one that was never interrupted (``tests/integration/test_reliability.py``).
 
 A fingerprint guards the checkpoint: the ``model`` and ``train`` params, the exact training
 data, the source of every module the train stage runs, and the TensorFlow/Keras versions.
