@@ -29,7 +29,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from birnn import lineage
+from birnn import lineage, store
 from birnn.config import SELECTION_METRICS, Params
 
 log = logging.getLogger(__name__)
@@ -141,10 +141,11 @@ def register(
 ) -> dict[str, Any]:
     """Register ``model_uri`` as a new version with its tags, then decide the champion."""
     name = params.registered_model_name
+    client = store.Retrying(client)
     policy = Policy.from_params(params)
     allowed, why = may_promote(policy)
     score = float(metrics[policy.metric])
-    version = mlflow.register_model(model_uri, name).version
+    version = store.retrying(mlflow.register_model)(model_uri, name).version
     # Tags first: the alias must never point at a version whose score is not yet recorded.
     tags = {
         policy.metric: f"{score:.6f}",
@@ -167,7 +168,9 @@ def register(
         f"champion_{policy.metric}_before",
         "none" if before is None else f"{before:.6f}",
     )
-    mlflow.set_tags({"registry.version": str(version), "registry.decision": decision})
+    store.retrying(mlflow.set_tags)(
+        {"registry.version": str(version), "registry.decision": decision}
+    )
     log.info("registered %s version %s: %s", name, version, decision)
     return {"version": int(version), "decision": decision}
 
@@ -175,7 +178,9 @@ def register(
 def link_existing(version: ModelVersion) -> None:
     """Tag the active run with the version that already holds its weights."""
     decision = f"same weights as version {version.version}: not registered again"
-    mlflow.set_tags({"registry.version": str(version.version), "registry.decision": decision})
+    store.retrying(mlflow.set_tags)(
+        {"registry.version": str(version.version), "registry.decision": decision}
+    )
     log.info("%s", decision)
 
 

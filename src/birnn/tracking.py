@@ -33,13 +33,15 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model, infer_signature
 from mlflow.tracking import MlflowClient
 
-from birnn import lineage
+from birnn import lineage, store
 from birnn.config import Params, flatten
 from birnn.errors import TrackingError
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME_IN_RUN = "model"
+# MLflow's fluent API, each call retried while a sqlite store is locked by another writer.
+_mlflow = store.Retrying(mlflow)
 
 
 def project_root() -> Path:
@@ -78,13 +80,16 @@ def connect(params: Params) -> MlflowClient:
                 "(see README, 'Team stack') or unset MLFLOW_TRACKING_URI to log to ./mlflow.db"
             ) from None
     mlflow.set_tracking_uri(uri)
+    db = store.sqlite_path(uri)
     try:
-        name = experiment_name(params)
-        if uri == default_uri() and MlflowClient().get_experiment_by_name(name) is None:
-            # Artifacts beside the store, whichever folder the first run started in.
-            artifacts = (project_root() / "mlruns").as_uri()
-            MlflowClient().create_experiment(name, artifact_location=artifacts)
-        mlflow.set_experiment(name)
+        # The first use creates and migrates a sqlite store: one process at a time.
+        with store.init_lock(db) if db else contextlib.nullcontext():
+            if db is not None and store.leftover_tables(db):
+                store.repair(db, lambda: MlflowClient().search_experiments(max_results=1))
+            _ensure_experiment(experiment_name(params), uri)
+        _mlflow.set_experiment(experiment_name(params))
+    except TrackingError:
+        raise
     except ImportError as exc:
         raise TrackingError(
             f"MLflow tracking store {uri} needs the Python package {exc.name!r}, which is not "
@@ -93,7 +98,21 @@ def connect(params: Params) -> MlflowClient:
     except Exception as exc:  # MlflowException, SQLAlchemy, sqlite3, HTTP: the store's fault
         first = _first_line(exc)
         raise TrackingError(f"MLflow tracking store {uri} cannot be used: {first}") from None
-    return MlflowClient()
+    return store.Retrying(MlflowClient())
+
+
+def _ensure_experiment(name: str, uri: str) -> None:
+    """Create the experiment unless it exists; another process creating it first is fine."""
+    client = store.Retrying(MlflowClient())
+    if client.get_experiment_by_name(name) is not None:
+        return
+    # The project's sqlite store keeps artifacts beside it, whichever folder a run starts in.
+    artifacts = (project_root() / "mlruns").as_uri() if uri == default_uri() else None
+    try:
+        client.create_experiment(name, artifact_location=artifacts)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
 
 
 def _first_line(exc: BaseException) -> str:
@@ -180,17 +199,17 @@ def start_run(
     the base that ``params.yaml``'s values override.
     """
     if run_id:
-        active = mlflow.start_run(run_id=run_id)
+        active = _mlflow.start_run(run_id=run_id)
         log.info("MLflow: continuing run %s", run_id)
     else:
         # MLflow's random names come from `random`, which training seeds: name runs ourselves.
         name = run_name or os.environ.get("DVC_EXP_NAME") or default_run_name(params)
-        active = mlflow.start_run(run_name=name)
+        active = _mlflow.start_run(run_name=name)
         log.info("MLflow: started run %s in %s", active.info.run_id, tracking_uri())
         ours, extra = flatten(params), dict(extra_params or {})
         all_params = {**ours, **extra} if params_first else {**extra, **ours}
-        mlflow.log_params({k: _param_value(v) for k, v in all_params.items()})
-    mlflow.set_tags(lineage_tags(tags))
+        _mlflow.log_params({k: _param_value(v) for k, v in all_params.items()})
+    _mlflow.set_tags(lineage_tags(tags))
     return active.info.run_id
 
 
@@ -246,7 +265,7 @@ def _param_value(value: Any) -> str:
 
 def end_run(status: str = "FINISHED") -> None:
     """Close the active run."""
-    mlflow.end_run(status=status)
+    _mlflow.end_run(status=status)
 
 
 @contextlib.contextmanager
@@ -265,7 +284,7 @@ def closing_run() -> Iterator[None]:
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     """Log scalar metrics to the active run in one request."""
-    client = MlflowClient()
+    client = store.Retrying(MlflowClient())
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("no active MLflow run")
@@ -289,7 +308,7 @@ class EpochLogger(keras.callbacks.Callback):
 def backfill_epochs(history: list[dict[str, float]]) -> None:
     """Log checkpointed epochs that the active run lacks (killed between save and log)."""
     run = mlflow.active_run()
-    client = MlflowClient()
+    client = store.Retrying(MlflowClient())
     logged = {m.step for m in client.get_metric_history(run.info.run_id, "loss")}
     for row in history:
         step = int(row["epoch"])
@@ -300,19 +319,19 @@ def backfill_epochs(history: list[dict[str, float]]) -> None:
 
 def set_tags(tags: Mapping[str, str]) -> None:
     """Set tags on the active run."""
-    mlflow.set_tags(dict(tags))
+    _mlflow.set_tags(dict(tags))
 
 
 def log_artifacts(files: list[Path], artifact_path: str | None = None) -> None:
     """Attach existing files to the active run."""
     for f in files:
         if Path(f).is_file():
-            mlflow.log_artifact(str(f), artifact_path=artifact_path)
+            _mlflow.log_artifact(str(f), artifact_path=artifact_path)
 
 
 def log_text(text: str, artifact_file: str) -> None:
     """Attach a text artifact to the active run."""
-    mlflow.log_text(text, artifact_file)
+    _mlflow.log_text(text, artifact_file)
 
 
 def _save_keras_model(path: str, **kwargs: Any) -> None:
@@ -330,7 +349,7 @@ def log_keras_model(model: keras.Model, example: np.ndarray) -> str:
     import tensorflow as tf
 
     signature = infer_signature(example, model.predict(example, verbose=0))
-    info = Model.log(
+    info = store.retrying(Model.log)(
         artifact_path=None,
         name=MODEL_NAME_IN_RUN,
         flavor=_KERAS_FLAVOR,
@@ -355,4 +374,4 @@ def log_datasets(splits: Mapping[str, tuple[tuple[np.ndarray, np.ndarray], Path]
         dataset = mlflow.data.from_numpy(
             x, targets=y, source=str(path), name=str(path), digest=lineage.dvc_md5(path)
         )
-        mlflow.log_input(dataset, context=context)
+        _mlflow.log_input(dataset, context=context)

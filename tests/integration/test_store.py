@@ -1,0 +1,234 @@
+"""The embedded sqlite store under concurrency and failure: the raced first use, repairs of
+half-migrated files, "database is locked", and parallel DVC experiments on a fresh clone."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from birnn import store, tracking
+from birnn.config import params_from_dict
+from birnn.errors import TrackingError
+from tests.integration.pipeline import dvc, env_for, make_project
+
+pytestmark = pytest.mark.integration
+
+PLAIN_FIRST_USE = "import sys; from mlflow.tracking import MlflowClient; " \
+    "MlflowClient(sys.argv[1]).search_experiments()"  # fmt: skip
+
+
+@pytest.fixture()
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project folder whose default store is ``mlflow.db`` in it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    yield tmp_path
+    mlflow.set_tracking_uri(None)
+
+
+def tables(db: Path) -> set[str]:
+    with sqlite3.connect(db) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def race_plain_mlflow(db: Path, processes: int = 3) -> None:
+    """Several processes open a new store with plain MLflow at once, as two stage processes
+    did before the lock: they race through the schema migration."""
+    uri = f"sqlite:///{db}"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", PLAIN_FIRST_USE, uri],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(processes)
+    ]  # fmt: skip
+    for p in procs:
+        p.wait(timeout=120)
+
+
+def log_one_run(params) -> str:
+    tracking.connect(params)
+    run_id = tracking.start_run(params, run_name="after-repair")
+    tracking.log_metrics({"test_accuracy": 0.5})
+    tracking.end_run()
+    return run_id
+
+
+def test_raced_first_use_is_repaired_at_connect(project: Path, caplog) -> None:
+    db = project / "mlflow.db"
+    for _ in range(3):  # the race is a race: it nearly always leaves the file half-migrated
+        db.unlink(missing_ok=True)
+        race_plain_mlflow(db)
+        if store.leftover_tables(db):
+            break
+    leftovers = store.leftover_tables(db)
+    assert leftovers, "plain MLflow did not leave a half-migrated store this time"
+    with pytest.raises(Exception, match="already exists"):
+        MlflowClient(f"sqlite:///{db}").search_experiments()  # what users saw, every time
+
+    run_id = log_one_run(params_from_dict({}))
+    assert not store.leftover_tables(db)
+    assert "set it aside as mlflow.db.broken-" in caplog.text
+    assert list(project.glob("mlflow.db.broken-*")), "the broken file is kept, not deleted"
+    assert MlflowClient(f"sqlite:///{db}").get_run(run_id).data.metrics["test_accuracy"] == 0.5
+
+
+def store_with_runs(db: Path, n: int = 2) -> list[str]:
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    ids = []
+    for i in range(n):
+        with mlflow.start_run(experiment_id="0") as run:
+            mlflow.set_tag("k", f"v{i}")
+            mlflow.log_metric("m", i)
+            ids.append(run.info.run_id)
+    mlflow.set_tracking_uri(None)
+    return ids
+
+
+@pytest.mark.parametrize("cut", ["before-drop", "before-rename"])
+def test_interrupted_batch_migration_with_runs_is_repaired_keeping_every_run(
+    project: Path, cut: str, caplog
+) -> None:
+    db = project / "mlflow.db"
+    ids = store_with_runs(db)
+    # What alembic's batch mode leaves when cut short: the table copied into _alembic_tmp_tags
+    # (original still there), or the original dropped before the copy was renamed back.
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE _alembic_tmp_tags AS SELECT * FROM tags")
+        if cut == "before-rename":
+            conn.execute("DROP TABLE tags")
+    log_one_run(params_from_dict({}))
+    assert "_alembic_tmp_tags" not in tables(db) and "tags" in tables(db)
+    assert "repaired MLflow store" in caplog.text
+    assert list(project.glob("mlflow.db.before-repair-*")), "a copy of the store as it was"
+    client = MlflowClient(f"sqlite:///{db}")
+    for i, run_id in enumerate(ids):
+        run = client.get_run(run_id)
+        assert run.data.tags["k"] == f"v{i}" and run.data.metrics["m"] == i
+
+
+def test_a_store_it_cannot_safely_repair_is_one_line_and_left_as_it_was(project: Path) -> None:
+    db = project / "mlflow.db"
+    store_with_runs(db)
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE _alembic_tmp_tags AS SELECT * FROM tags")
+        conn.execute("INSERT INTO _alembic_tmp_tags SELECT * FROM tags")  # more rows than tags
+    before = db.read_bytes()
+    with pytest.raises(TrackingError, match="holds rows that tags lacks: not repaired") as err:
+        tracking.connect(params_from_dict({}))
+    assert "\n" not in str(err.value)
+    assert db.read_bytes() == before
+
+
+def test_database_is_locked_is_retried_not_fatal(project: Path, monkeypatch) -> None:
+    params = params_from_dict({})
+    tracking.connect(params)
+    run_id = tracking.start_run(params, run_name="locked")
+    db, flag = project / "mlflow.db", project / "locked"
+    # Another writer holds the database longer than sqlite's 5 s busy timeout.
+    hold = (
+        "import sqlite3, sys, time, pathlib;"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None);"
+        "c.execute('BEGIN EXCLUSIVE'); pathlib.Path(sys.argv[2]).touch(); time.sleep(7);"
+        "c.execute('COMMIT')"
+    )
+
+    def locked_for_7s() -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", hold, str(db), str(flag)])
+        while not flag.exists():
+            time.sleep(0.05)
+        flag.unlink()
+        return proc
+
+    proc = locked_for_7s()
+    start = time.monotonic()
+    tracking.log_metrics({"during_lock": 1.0})
+    assert time.monotonic() - start > 5
+    proc.wait()
+    # Without the retries the same moment ends the stage.
+    monkeypatch.setattr(store, "LOCK_WAIT_S", 0.0)
+    proc = locked_for_7s()
+    with pytest.raises(Exception, match="database is locked"):
+        tracking.log_metrics({"no_retry": 1.0})
+    proc.wait()
+    tracking.end_run()
+    assert MlflowClient(f"sqlite:///{db}").get_run(run_id).data.metrics["during_lock"] == 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Parallel DVC experiments on a fresh clone: no mlflow.db yet.
+
+SLICE = ("preprocess.train_samples=400", "train.epochs=1", "registry.promote=always")
+
+
+def registry_state(client: MlflowClient) -> tuple[list, str]:
+    versions = client.search_model_versions("name='birnn-mnist'")
+    return versions, str(client.get_model_version_by_alias("birnn-mnist", "champion").version)
+
+
+def check_store(repo: Path, expected_runs: int) -> None:
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("birnn-mnist")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == expected_runs, [r.info.run_name for r in runs]
+    for run in runs:
+        assert run.info.status == "FINISHED", run.info.run_name
+        assert {"test_accuracy", "val_accuracy", "loss"} <= set(run.data.metrics), run.info.run_name
+    versions, champion = registry_state(client)
+    # promote=always: every run registers its own weights once, none lost, none twice.
+    assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in runs)
+    assert len({v.tags["weights_sha256"] for v in versions}) == len(versions)
+    best = max(float(v.tags["test_accuracy"]) for v in versions)
+    by_version = {str(v.version): float(v.tags["test_accuracy"]) for v in versions}
+    assert by_version[champion] == best, (champion, by_version)
+
+
+@pytest.fixture(scope="module")
+def fresh_clone(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path):
+    env = env_for(mnist_dir)
+    repo = make_project(tmp_path_factory.mktemp("parallel") / "repo", env)
+    assert not (repo / "mlflow.db").exists()
+    return repo, env
+
+
+def test_queue_with_two_workers_on_a_fresh_clone(fresh_clone) -> None:
+    repo, env = fresh_clone
+    for i, name in enumerate(("qa", "qb", "qc"), start=1):
+        sets = [a for kv in (*SLICE, f"train.seed={i}") for a in ("-S", kv)]
+        dvc("exp", "run", "--queue", "-n", name, *sets, cwd=repo, env=env)
+    dvc("queue", "start", "-j", "2", cwd=repo, env=env)
+    deadline = time.monotonic() + 900
+    while True:
+        status = dvc("queue", "status", cwd=repo, env=env)
+        if not any(word in status for word in ("Queued", "Running")):
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(5)
+    assert status.count("Success") == 3, status + dvc("queue", "logs", "qa", cwd=repo, env=env)
+    check_store(repo, expected_runs=3)
+
+
+def test_two_temp_experiments_started_at_once(fresh_clone) -> None:
+    repo, env = fresh_clone
+    cmd = [sys.executable, "-m", "dvc", "exp", "run", "--temp"]
+    procs = []
+    for i, name in ((4, "ta"), (5, "tb")):
+        sets = [a for kv in (*SLICE, f"train.seed={i}") for a in ("-S", kv)]
+        procs.append(
+            subprocess.Popen([*cmd, "-n", name, *sets], cwd=repo, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        )  # fmt: skip
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outs)
+    check_store(repo, expected_runs=5)
+    shown = json.loads(dvc("exp", "show", "--json", cwd=repo, env=env))
+    names = {e.get("name") for rev in shown for e in (rev.get("experiments") or [])}
+    assert {"qa", "qb", "qc", "ta", "tb"} <= names
