@@ -71,8 +71,6 @@ def test_raced_first_use_is_repaired_at_connect(project: Path, caplog) -> None:
             break
     leftovers = store.leftover_tables(db)
     assert leftovers, "plain MLflow did not leave a half-migrated store this time"
-    with pytest.raises(Exception, match="already exists"):
-        MlflowClient(f"sqlite:///{db}").search_experiments()  # what users saw, every time
 
     run_id = log_one_run(params_from_dict({}))
     assert not store.leftover_tables(db)
@@ -128,36 +126,26 @@ def test_a_store_it_cannot_safely_repair_is_one_line_and_left_as_it_was(project:
     assert db.read_bytes() == before
 
 
-def test_database_is_locked_is_retried_not_fatal(project: Path, monkeypatch) -> None:
+def test_database_is_locked_is_retried_not_fatal(project: Path, caplog) -> None:
     params = params_from_dict({})
     tracking.connect(params)
     run_id = tracking.start_run(params, run_name="locked")
     db, flag = project / "mlflow.db", project / "locked"
-    # Another writer holds the database longer than sqlite's 5 s busy timeout.
+    # Another writer holds the database past MLflow's own 20 s sqlite busy timeout.
     hold = (
         "import sqlite3, sys, time, pathlib;"
         "c = sqlite3.connect(sys.argv[1], isolation_level=None);"
-        "c.execute('BEGIN EXCLUSIVE'); pathlib.Path(sys.argv[2]).touch(); time.sleep(7);"
+        "c.execute('BEGIN EXCLUSIVE'); pathlib.Path(sys.argv[2]).touch(); time.sleep(23);"
         "c.execute('COMMIT')"
     )
-
-    def locked_for_7s() -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-c", hold, str(db), str(flag)])
-        while not flag.exists():
-            time.sleep(0.05)
-        flag.unlink()
-        return proc
-
-    proc = locked_for_7s()
+    proc = subprocess.Popen([sys.executable, "-c", hold, str(db), str(flag)])
+    while not flag.exists():
+        time.sleep(0.05)
+    caplog.set_level("DEBUG", logger="birnn.store")
     start = time.monotonic()
     tracking.log_metrics({"during_lock": 1.0})
-    assert time.monotonic() - start > 5
-    proc.wait()
-    # Without the retries the same moment ends the stage.
-    monkeypatch.setattr(store, "LOCK_WAIT_S", 0.0)
-    proc = locked_for_7s()
-    with pytest.raises(Exception, match="database is locked"):
-        tracking.log_metrics({"no_retry": 1.0})
+    assert time.monotonic() - start > 20
+    assert "database is locked: retrying log_batch" in caplog.text
     proc.wait()
     tracking.end_run()
     assert MlflowClient(f"sqlite:///{db}").get_run(run_id).data.metrics["during_lock"] == 1.0
