@@ -159,13 +159,13 @@ def main() -> None:
         from birnn import tracking
 
         params = load_params(paths.PARAMS)
+        client = tracking.connect(params)  # fails fast, before any data is read
         x_test, y_test = load_split(paths.PROCESSED_DIR, "test")
         history = read_history(paths.HISTORY_CSV)
         if not paths.TRAIN_JSON.is_file():
             raise DataError(f"{paths.TRAIN_JSON} not found: run `dvc repro train` first")
         train_info = json.loads(paths.TRAIN_JSON.read_text())
         model = load_trained_model(paths.MODEL_FILE)
-        client = tracking.connect(params)
 
         probs = model.predict(x_test, batch_size=params.evaluate.batch_size, verbose=0)
         result = evaluate_predictions(y_test, probs)
