@@ -19,6 +19,7 @@ import os
 import platform
 import time
 import types
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -371,7 +372,10 @@ def log_datasets(splits: Mapping[str, tuple[tuple[np.ndarray, np.ndarray], Path]
     import mlflow.data
 
     for context, ((x, y), path) in splits.items():
-        dataset = mlflow.data.from_numpy(
-            x, targets=y, source=str(path), name=str(path), digest=lineage.dvc_md5(path)
-        )
+        with warnings.catch_warnings():
+            # A relative path matches two of MLflow's local source types, which are the same.
+            warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways")
+            dataset = mlflow.data.from_numpy(
+                x, targets=y, source=str(path), name=str(path), digest=lineage.dvc_md5(path)
+            )
         _mlflow.log_input(dataset, context=context)
