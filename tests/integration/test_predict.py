@@ -36,20 +36,22 @@ def render(digit: np.ndarray, style: str, rng: np.random.Generator) -> Image.Ima
         page.paste(img.resize((84, 84), Image.Resampling.BICUBIC),
                    (int(rng.integers(0, 46)), int(rng.integers(0, 26))))  # fmt: skip
         return page
-    page = Image.new("RGB", (150, 120), (245, 245, 240))
-    mask = img.resize((70, 70), Image.Resampling.BICUBIC)
-    page.paste(Image.new("RGB", (70, 70), (20, 20, 30)),
-               (int(rng.integers(0, 80)), int(rng.integers(0, 50))), mask)  # fmt: skip
+    page = Image.new("RGB", (160, 130), (245, 245, 240))
+    mask = img.resize((84, 84), Image.Resampling.BICUBIC)
+    page.paste(Image.new("RGB", (84, 84), (20, 20, 30)),
+               (int(rng.integers(0, 76)), int(rng.integers(0, 46))), mask)  # fmt: skip
     return page
 
 
 @pytest.fixture(scope="module")
 def rendered(tracked, tmp_path_factory) -> tuple[Path, dict[str, int]]:
-    """Test digits the champion reads right as 28x28 pixels, rendered as PNG and JPEG files."""
+    """Test digits the champion reads right and surely as 28x28 pixels (the test's model is
+    small: ~0.8 accuracy), rendered as PNG and JPEG files."""
     repo, *_ = tracked
     raw = load_raw(repo / "data/raw")
-    x, y = raw["x_test"][:150], raw["y_test"][:150]
-    right = mlflow.pyfunc.load_model(CHAMPION).predict(x.astype(np.float32)).argmax(axis=1) == y
+    x, y = raw["x_test"][:300], raw["y_test"][:300]
+    probs = mlflow.pyfunc.load_model(CHAMPION).predict(x.astype(np.float32))
+    right = probs[np.arange(len(y)), y] >= 0.9
     folder = tmp_path_factory.mktemp("digits")
     rng = np.random.default_rng(7)
     labels = {}
