@@ -152,7 +152,7 @@ def test_served_champion_answers_and_rejects_bad_requests(tracked, server, tmp_p
         np.testing.assert_array_equal(served.argmax(axis=1), stage_predictions(repo)[:200])
         assert (served.argmax(axis=1) == y).mean() > 0.6
 
-        big = np.zeros((3000, 28, 28), dtype=int).tolist()  # about 10 MB of JSON
+        big = np.full((3000, 28, 28), 255).tolist()  # about 12 MB of JSON
         for bad in (
             {"inputs": [[1, 2, 3]]},  # wrong shape
             {"inputs": [[["a"] * 28] * 28]},  # strings
