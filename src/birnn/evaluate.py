@@ -111,7 +111,6 @@ def log_to_mlflow(
     params: Params,
     result: dict[str, Any],
     figures: list[Path],
-    model: keras.Model,
     x_test: np.ndarray,
     run_id: str,
     weights_sha: str,
@@ -145,7 +144,9 @@ def log_to_mlflow(
     if existing is not None:
         registry.link_existing(existing)
         return
-    model_uri = tracking.log_keras_model(model, x_test[:EXAMPLE_SIZE])
+    # The logged model takes what users have: pixel values 0-255 (preprocess scaled them).
+    example = np.rint(x_test[:EXAMPLE_SIZE] * 255.0).astype(np.uint8)
+    model_uri = tracking.log_model(paths.MODEL_FILE, example)
     if not registry.registry_enabled():
         log.info("%s=off: the model is logged, not registered", registry.REGISTRY_ENV)
         return
@@ -188,7 +189,7 @@ def main() -> None:
         )
         with tracking.closing_run():
             tracking.set_tags({"model.sha256": model_sha, "weights_sha256": weights_sha})
-            log_to_mlflow(client, params, result, figures, model, x_test, run_id, weights_sha)
+            log_to_mlflow(client, params, result, figures, x_test, run_id, weights_sha)
 
     run_stage("evaluate", stage)
 

@@ -17,8 +17,8 @@ import contextlib
 import logging
 import os
 import platform
+import shutil
 import time
-import types
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -31,7 +31,6 @@ import numpy as np
 import requests
 from mlflow.entities import Metric, Run
 from mlflow.exceptions import MlflowException
-from mlflow.models import Model, infer_signature
 from mlflow.tracking import MlflowClient
 
 from birnn import lineage, store
@@ -335,31 +334,57 @@ def log_text(text: str, artifact_file: str) -> None:
     _mlflow.log_text(text, artifact_file)
 
 
-def _save_keras_model(path: str, **kwargs: Any) -> None:
-    # mlflow 3.17's keras flavour writes the input example before it creates the model folder
-    # (FileNotFoundError); creating the folder first lets it keep the example.
-    os.makedirs(path, exist_ok=True)
-    mlflow.keras.save_model(path=path, **kwargs)
+# The logged model's entry point ("model from code"): run when the model loads.
+_MODEL_CODE = """import mlflow
+from birnn.digit_model import DigitClassifier
+
+mlflow.models.set_model(DigitClassifier())
+"""
+# What the model carries of this package: the pyfunc and the custom layers, nothing else.
+_CARRIED = ("__init__.py", "digit_model.py", "layers.py")
 
 
-_KERAS_FLAVOR = types.SimpleNamespace(__name__="mlflow.keras", save_model=_save_keras_model)
+def log_model(model_file: Path, example_pixels: np.ndarray) -> str:
+    """Log the trained network as a pyfunc that takes raw pixels (see ``birnn.digit_model``).
 
+    Signature: ``(-1, 28, 28)`` float32 pixel values 0-255 in, ``(-1, 10)`` probabilities out;
+    ``example_pixels`` (real test images, 0-255) is the input example.
+    """
+    import tempfile
 
-def log_keras_model(model: keras.Model, example: np.ndarray) -> str:
-    """Log ``model`` (Keras flavour) with a signature and ``example`` as input example."""
     import tensorflow as tf
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
 
-    signature = infer_signature(example, model.predict(example, verbose=0))
-    info = store.retrying(Model.log)(
-        artifact_path=None,
-        name=MODEL_NAME_IN_RUN,
-        flavor=_KERAS_FLAVOR,
-        model=model,
-        signature=signature,
-        input_example=example,
-        # Pinned requirements: inferring them would load the model again in a subprocess.
-        pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
+    from birnn import digit_model
+
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 28, 28))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10))]),
     )
+    package = Path(digit_model.__file__).parent
+    with tempfile.TemporaryDirectory() as tmp:
+        carried = Path(tmp) / "birnn"
+        carried.mkdir()
+        for name in _CARRIED:
+            shutil.copy(package / name, carried / name)
+        code = Path(tmp) / "digit_model_entry.py"
+        code.write_text(_MODEL_CODE)
+        info = store.retrying(mlflow.pyfunc.log_model)(
+            name=MODEL_NAME_IN_RUN,
+            python_model=str(code),
+            artifacts={"keras_model": str(model_file)},
+            code_paths=[str(carried)],
+            signature=signature,
+            input_example=np.asarray(example_pixels, dtype=np.float32),
+            # Pinned requirements: inferring them would load the model again in a subprocess.
+            pip_requirements=[
+                f"mlflow=={mlflow.__version__}",
+                f"tensorflow=={tf.__version__}",
+                f"keras=={keras.__version__}",
+                f"numpy=={np.__version__}",
+            ],
+        )
     return info.model_uri
 
 

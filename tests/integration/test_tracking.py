@@ -2,47 +2,21 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
 from birnn.config import Params, flatten
 from tests.conftest import run_module
-from tests.integration.mlflow_server import free_port, mlflow_server
-from tests.integration.pipeline import commit_all, dvc, env_for, exp_run, git, make_project
+from tests.integration.conftest import EPOCHS, NAME
+from tests.integration.mlflow_server import free_port
+from tests.integration.pipeline import commit_all, exp_run, git
 
 pytestmark = pytest.mark.integration
-
-EPOCHS = 2
-NAME = "birnn-mnist"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> str:
-    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
-        yield uri
-
-
-@pytest.fixture(scope="module")
-def tracked(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path, server: str):
-    env = env_for(mnist_dir, MLFLOW_TRACKING_URI=server)
-    repo = make_project(
-        tmp_path_factory.mktemp("tracked") / "repo",
-        env,
-        preprocess__train_samples=3000,
-        train__epochs=EPOCHS,
-    )
-    dvc("repro", cwd=repo, env=env)
-    mlflow.set_tracking_uri(server)
-    client = MlflowClient(server)
-    run_id = json.loads((repo / "reports/train.json").read_text())["mlflow_run_id"]
-    return repo, env, client, client.get_run(run_id)
 
 
 def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
@@ -96,19 +70,6 @@ def test_artifacts(tracked) -> None:
         "model_summary.txt",
     ):
         assert a in arts, (a, sorted(arts))
-
-
-def test_model_has_signature_and_real_input_example(tracked) -> None:
-    repo, _, client, run = tracked
-    version = client.get_model_version_by_alias(NAME, "champion")
-    model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
-    inputs = model.metadata.signature.inputs.to_dict()
-    spec = inputs[0]["tensor-spec"]
-    assert spec["dtype"] == "float32" and list(spec["shape"]) == [-1, 28, 28]
-    example = model.input_example
-    test = np.load(repo / "data/processed/test.npz")["x"]
-    np.testing.assert_array_equal(np.asarray(example, dtype=np.float32), test[: len(example)])
-    assert version.run_id == run.info.run_id
 
 
 def lock_entries(repo: Path) -> dict[tuple[str, str], str]:
@@ -167,16 +128,6 @@ def test_datasets_name_the_dvc_tracked_files(tracked) -> None:
         "validation": ("data/processed/val.npz", lock[("train", "data/processed/val.npz")]),
         "testing": ("data/processed/test.npz", lock[("evaluate", "data/processed/test.npz")]),
     }
-
-
-def test_champion_predicts_like_evaluate(tracked) -> None:
-    repo, _, _, _ = tracked
-    model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
-    x = np.load(repo / "data/processed/test.npz")["x"][:100]
-    predicted = np.asarray(model.predict(x)).argmax(axis=1)
-    with (repo / "reports/predictions.csv").open() as fh:
-        stage = [int(r["predicted"]) for r, _ in zip(csv.DictReader(fh), range(100), strict=False)]
-    np.testing.assert_array_equal(predicted, stage)
 
 
 def test_evaluate_again_makes_one_linked_run_and_no_second_version(tracked) -> None:
