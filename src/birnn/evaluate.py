@@ -140,7 +140,10 @@ def log_to_mlflow(
     )
     tracking.set_tags(lineage.stage_data_hashes("evaluate"))
     name = params.registered_model_name
-    existing = registry.version_by_weights(client, name, weights_sha) if weights_sha else None
+    code_sha = tracking.model_code_digest()
+    existing = (
+        registry.version_by_weights(client, name, weights_sha, code_sha) if weights_sha else None
+    )
     if existing is not None:
         registry.link_existing(existing)
         return
@@ -150,7 +153,7 @@ def log_to_mlflow(
     if not registry.registry_enabled():
         log.info("%s=off: the model is logged, not registered", registry.REGISTRY_ENV)
         return
-    registry.register(client, params, model_uri, m, run_id, weights_sha)
+    registry.register(client, params, model_uri, m, run_id, weights_sha, code_sha)
 
 
 def main() -> None:

@@ -13,7 +13,8 @@ Correct under failure and concurrency:
   champion is read back and compared with every competing version registered since; the best
   ends as champion whatever order two evaluations interleave in.
 - The same weights are registered once: an evaluation of weights already in the registry
-  (``dvc repro -f evaluate``) links to the existing version instead of adding one.
+  (``dvc repro -f evaluate``) links to the existing version instead of adding one, unless the
+  model's packaging code (its input contract) changed since.
 - ``BIRNN_REGISTRY=off`` registers nothing (CI's pull-request runs).
 """
 
@@ -39,6 +40,7 @@ REGISTRY_ENV = "BIRNN_REGISTRY"
 # Version tags this module writes.
 CANDIDATE = "champion_candidate"
 WEIGHTS = "weights_sha256"
+MODEL_CODE = "model_code_sha256"  # the code the logged model carries (its input contract)
 MAIN_BRANCHES = ("main", "master")
 RECHECKS = 5
 
@@ -88,10 +90,13 @@ def may_promote(policy: Policy) -> tuple[bool, str]:
     return True, "registry.promote=auto on main with a clean tree"
 
 
-def version_by_weights(client: MlflowClient, name: str, weights_sha: str) -> ModelVersion | None:
-    """The version that already holds these exact weights, if any."""
+def version_by_weights(
+    client: MlflowClient, name: str, weights_sha: str, code_sha: str | None = None
+) -> ModelVersion | None:
+    """The version that already holds these exact weights (packaged by the same model code,
+    when ``code_sha`` is given: a new input contract is a new version), if any."""
     for v in _versions(client, name):
-        if v.tags.get(WEIGHTS) == weights_sha:
+        if v.tags.get(WEIGHTS) == weights_sha and code_sha in (None, v.tags.get(MODEL_CODE)):
             return v
     return None
 
@@ -138,6 +143,7 @@ def register(
     metrics: dict[str, float],
     run_id: str,
     weights_sha: str,
+    code_sha: str | None = None,
 ) -> dict[str, Any]:
     """Register ``model_uri`` as a new version with its tags, then decide the champion."""
     name = params.registered_model_name
@@ -153,6 +159,8 @@ def register(
         CANDIDATE: str(allowed).lower(),
         "run_id": run_id,
     }
+    if code_sha:
+        tags[MODEL_CODE] = code_sha
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     if allowed:

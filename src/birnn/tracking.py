@@ -344,6 +344,14 @@ mlflow.models.set_model(DigitClassifier())
 _CARRIED = ("__init__.py", "digit_model.py", "layers.py")
 
 
+def model_code_digest() -> str:
+    """Digest of the code the logged model carries: it defines the model's input contract."""
+    from birnn import digit_model
+
+    package = Path(digit_model.__file__).parent
+    return lineage.code_digest([package / name for name in _CARRIED])
+
+
 def log_model(model_file: Path, example_pixels: np.ndarray) -> str:
     """Log the trained network as a pyfunc that takes raw pixels (see ``birnn.digit_model``).
 

@@ -93,6 +93,10 @@ def test_same_weights_are_found(client) -> None:
     assert str(registry.version_by_weights(client, NAME, "w1").version) == "1"
     assert registry.version_by_weights(client, NAME, "other") is None
     assert registry.version_by_weights(client, "no-such-model", "w1") is None
+    # The same weights packaged by other model code (a new input contract) are a new version.
+    client.set_model_version_tag(NAME, "1", "model_code_sha256", "c1")
+    assert str(registry.version_by_weights(client, NAME, "w1", "c1").version) == "1"
+    assert registry.version_by_weights(client, NAME, "w1", "c2") is None
 
 
 def test_auto_policy_follows_branch_tree_and_experiment(tmp_path: Path, monkeypatch) -> None:
