@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import requests
 from birnn.data import load_raw
 from tests.conftest import REPO
 from tests.integration.conftest import NAME
-from tests.integration.mlflow_server import free_port
+from tests.integration.mlflow_server import free_port, stop_group
 
 pytestmark = pytest.mark.integration
 
@@ -165,10 +164,5 @@ def test_served_champion_answers_and_rejects_bad_requests(tracked, server, tmp_p
             assert res.json()["message"]
         assert post(url, {"inputs": x[:1].tolist()}).status_code == 200  # still answering
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
         log.close()
