@@ -19,6 +19,15 @@ from tests.integration.mlflow_server import free_port
 
 pytestmark = pytest.mark.integration
 
+
+@pytest.fixture(autouse=True)
+def on_the_server(server: str):
+    """Other modules' tests move MLflow's global tracking URI: point it at the server again."""
+    mlflow.set_tracking_uri(server)
+    yield
+    mlflow.set_tracking_uri(None)
+
+
 BIRNN = str(Path(sys.executable).parent / "birnn")
 CHAMPION = f"models:/{NAME}@champion"
 
@@ -44,10 +53,11 @@ def render(digit: np.ndarray, style: str, rng: np.random.Generator) -> Image.Ima
 
 
 @pytest.fixture(scope="module")
-def rendered(tracked, tmp_path_factory) -> tuple[Path, dict[str, int]]:
+def rendered(tracked, server, tmp_path_factory) -> tuple[Path, dict[str, int]]:
     """Test digits the champion reads right and surely as 28x28 pixels (the test's model is
     small: ~0.8 accuracy), rendered as PNG and JPEG files."""
     repo, *_ = tracked
+    mlflow.set_tracking_uri(server)
     raw = load_raw(repo / "data/raw")
     x, y = raw["x_test"][:300], raw["y_test"][:300]
     probs = mlflow.pyfunc.load_model(CHAMPION).predict(x.astype(np.float32))

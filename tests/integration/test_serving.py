@@ -25,6 +25,15 @@ from tests.integration.mlflow_server import free_port, stop_group
 
 pytestmark = pytest.mark.integration
 
+
+@pytest.fixture(autouse=True)
+def on_the_server(server: str):
+    """Other modules' tests move MLflow's global tracking URI: point it at the server again."""
+    mlflow.set_tracking_uri(server)
+    yield
+    mlflow.set_tracking_uri(None)
+
+
 CHAMPION = f"models:/{NAME}@champion"
 
 # Loads a model in a process where this project cannot be imported (only what the model
