@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import psutil
 
@@ -60,6 +61,28 @@ def service_failure(exc: BaseException) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def one_line_errors(prog: str) -> Iterator[None]:
+    """Turn a :class:`BirnnError` or a service failure into ``<prog>: error: ...`` and exit 1.
+
+    A bug (any other exception) keeps its traceback.
+    """
+    try:
+        yield
+    except BirnnError as exc:
+        # One line, no traceback: the message already names the key, file or URL at fault.
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except Exception as exc:
+        # A store, server or network failure is one line too.
+        line = service_failure(exc)
+        if line is None:
+            raise
+        log.debug("service failure", exc_info=True)
+        print(f"{prog}: error: {line}", file=sys.stderr)
+        sys.exit(1)
+
+
 def run_stage(name: str, fn: Callable[[], None]) -> None:
     """Run a stage; a :class:`BirnnError` or a service failure becomes one line on stderr and
     exit code 1 (``BIRNN_LOG_LEVEL=DEBUG`` logs the traceback of the latter)."""
@@ -67,23 +90,12 @@ def run_stage(name: str, fn: Callable[[], None]) -> None:
     # SIGTERM (dvc exp queue kill, CI cancel) unwinds like Ctrl-C so open runs are closed.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        fn()
+        with one_line_errors(f"birnn.{name}"):
+            fn()
         # Whole-process figures (interpreter start and imports included), for the README table.
         wall = time.time() - psutil.Process().create_time()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         log.info("stage %s done in %.1f s, peak RSS %.0f MiB", name, wall, peak)
-    except BirnnError as exc:
-        # One line, no traceback: the message already names the key, file or URL at fault.
-        print(f"birnn.{name}: error: {exc}", file=sys.stderr)
-        sys.exit(1)
     except KeyboardInterrupt:
         print(f"birnn.{name}: interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:
-        # A store, server or network failure is one line too; a bug keeps its traceback.
-        line = service_failure(exc)
-        if line is None:
-            raise
-        log.debug("service failure", exc_info=True)
-        print(f"birnn.{name}: error: {line}", file=sys.stderr)
-        sys.exit(1)

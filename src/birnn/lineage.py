@@ -11,10 +11,12 @@ No MLflow here: stages turn these facts into run tags through :mod:`birnn.tracki
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -66,20 +68,32 @@ def code_digest(files: list[Path]) -> str:
 
 def dvc_md5(path: str | Path) -> str:
     """The md5 DVC records for ``path``: the file's md5, or the ``<md5>.dir`` of a folder."""
-    from dvc_data.hashfile.hash import hash_file
     from dvc_data.hashfile.meta import Meta
     from dvc_data.hashfile.tree import Tree
-    from dvc_objects.fs import localfs
 
     path = Path(path)
     if path.is_file():
-        return hash_file(str(path), localfs, "md5")[1].value
+        return _file_hash_info(path).value
     tree = Tree()
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        _, info = hash_file(str(f), localfs, "md5")
-        tree.add(f.relative_to(path).parts, Meta(size=f.stat().st_size), info)
+        tree.add(f.relative_to(path).parts, Meta(size=f.stat().st_size), _file_hash_info(f))
     tree.digest()
     return tree.hash_info.value
+
+
+def _file_hash_info(path: Path) -> Any:
+    # A stage hashes its data twice (MLflow dataset digest, then lineage tags): once per
+    # file version is enough, so the result is kept by path, size and modification time.
+    stat = path.stat()
+    return _hash_info(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _hash_info(path: str, size: int, mtime_ns: int) -> Any:
+    from dvc_data.hashfile.hash import hash_file
+    from dvc_objects.fs import localfs
+
+    return hash_file(path, localfs, "md5")[1]
 
 
 def _stage_paths(entries: list) -> list[str]:

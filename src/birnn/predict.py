@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from birnn.errors import BirnnError, DataError, TrackingError
+from birnn.errors import DataError, TrackingError
 
 log = logging.getLogger(__name__)
 
@@ -244,21 +244,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m birnn.predict IMAGE...``"""
-    from birnn.cli import service_failure, setup_logging
+    from birnn.cli import one_line_errors, setup_logging
 
     args = parser().parse_args(argv)
     setup_logging()
-    try:
+    with one_line_errors("birnn predict"):
         code = run(args)
-    except BirnnError as exc:
-        print(f"birnn predict: error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except Exception as exc:
-        line = service_failure(exc)
-        if line is None:
-            raise
-        print(f"birnn predict: error: {line}", file=sys.stderr)
-        sys.exit(1)
     sys.exit(code)
 
 

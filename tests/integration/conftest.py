@@ -23,6 +23,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> str:
         yield uri
 
 
+@pytest.fixture()
+def on_the_server(server: str):
+    """Other modules' tests move MLflow's global tracking URI: point it at the server again."""
+    mlflow.set_tracking_uri(server)
+    yield
+    mlflow.set_tracking_uri(None)
+
+
 @pytest.fixture(scope="session")
 def tracked(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path, server: str):
     env = env_for(mnist_dir, MLFLOW_TRACKING_URI=server)

@@ -23,15 +23,7 @@ from tests.conftest import REPO
 from tests.integration.conftest import NAME
 from tests.integration.mlflow_server import free_port, stop_group
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def on_the_server(server: str):
-    """Other modules' tests move MLflow's global tracking URI: point it at the server again."""
-    mlflow.set_tracking_uri(server)
-    yield
-    mlflow.set_tracking_uri(None)
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("on_the_server")]
 
 
 CHAMPION = f"models:/{NAME}@champion"
