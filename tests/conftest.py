@@ -14,6 +14,13 @@ REPO = Path(__file__).resolve().parents[1]
 MNIST_DIR = Path(os.environ.get("BIRNN_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Telemetry off for this process and every server or pipeline it starts."""
+    from birnn.stack import NO_TELEMETRY
+
+    os.environ.update(NO_TELEMETRY)
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     """The folder with the four official MNIST .gz files; skip when it is absent."""

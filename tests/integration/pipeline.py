@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 
+from birnn.data import load_raw
+from birnn.stack import NO_TELEMETRY
 from tests.conftest import REPO
 
 # Small real runs: a few hundred steps at most, so the batch is small and the rate constant
@@ -25,6 +29,7 @@ def env_for(mnist_dir: Path, **extra: str) -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["BIRNN_DATA_MIRROR"] = str(mnist_dir)
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env.update(NO_TELEMETRY)
     env.update(extra)
     return env
 
@@ -84,3 +89,15 @@ def exp_run(repo: Path, env: dict[str, str], name: str, *overrides: str) -> str:
     """``dvc exp run -n NAME -S KEY=VALUE ...``; return its output."""
     sets = [arg for kv in overrides for arg in ("-S", kv)]
     return dvc("exp", "run", "-n", name, *sets, cwd=repo, env=env)
+
+
+def raw_test(repo: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The 10,000 real test images (raw 0-255 pixels) and labels in ``repo/data/raw``."""
+    raw = load_raw(repo / "data/raw")
+    return raw["x_test"], raw["y_test"]
+
+
+def stage_predictions(repo: Path) -> np.ndarray:
+    """The evaluate stage's predicted digit for each test image."""
+    with (repo / "reports/predictions.csv").open() as fh:
+        return np.array([int(r["predicted"]) for r in csv.DictReader(fh)])

@@ -6,7 +6,6 @@ outputs, whose model is the champion.
 
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 import sys
@@ -18,10 +17,10 @@ import numpy as np
 import pytest
 import requests
 
-from birnn.data import load_raw
 from tests.conftest import REPO
 from tests.integration.conftest import NAME
 from tests.integration.mlflow_server import free_port, stop_group
+from tests.integration.pipeline import raw_test, stage_predictions
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("on_the_server")]
 
@@ -43,16 +42,6 @@ np.save(sys.argv[4], model.predict(np.load(sys.argv[5])))
 import birnn
 print("birnn came from", birnn.__file__)
 """
-
-
-def raw_test(repo: Path) -> tuple[np.ndarray, np.ndarray]:
-    raw = load_raw(repo / "data/raw")
-    return raw["x_test"], raw["y_test"]
-
-
-def stage_predictions(repo: Path) -> np.ndarray:
-    with (repo / "reports/predictions.csv").open() as fh:
-        return np.array([int(r["predicted"]) for r in csv.DictReader(fh)])
 
 
 def test_signature_and_input_example_are_raw_pixels(tracked) -> None:
