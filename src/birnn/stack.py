@@ -407,9 +407,7 @@ class Stack:
             "identities": [
                 {
                     "name": "birnn",
-                    "credentials": [
-                        {"accessKey": st.s3_access_key, "secretKey": st.s3_secret_key}
-                    ],
+                    "credentials": [{"accessKey": st.s3_access_key, "secretKey": st.s3_secret_key}],
                     "actions": ["Admin", "Read", "Write", "List", "Tagging"],
                 }
             ]
@@ -578,10 +576,15 @@ def running(root: Path) -> Iterator[Stack]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m birnn.stack", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m birnn.stack", description="The team stack on 127.0.0.1."
+    )
     parser.add_argument("command", choices=["up", "down", "status", "dvc-remote"])
-    parser.add_argument("--dir", default=os.environ.get("BIRNN_STACK_DIR", ".stack"),
-                        help="the stack's state folder (default .stack, or $BIRNN_STACK_DIR)")
+    parser.add_argument(
+        "--dir",
+        default=os.environ.get("BIRNN_STACK_DIR", ".stack"),
+        help="the stack's state folder (default .stack, or $BIRNN_STACK_DIR)",
+    )
     parser.add_argument("--mlflow-port", type=int, help="MLflow's port on the first `up`")
     parser.add_argument("--repo", default=".", help="the clone `dvc-remote` configures")
     args = parser.parse_args(argv)  # fmt: skip
@@ -593,8 +596,9 @@ def main(argv: list[str] | None = None) -> None:
             started = stack.up(args.mlflow_port)
             for service, seconds in started.items():
                 log.info("started %s in %.1fs", service, seconds)
+            took = time.monotonic() - t0
             log.info("stack up in %.1fs: MLflow at %s, S3 at %s (bucket %s)",
-                     time.monotonic() - t0, stack.mlflow_uri(), stack.s3_endpoint(), BUCKET)  # fmt: skip
+                     took, stack.mlflow_uri(), stack.s3_endpoint(), BUCKET)  # fmt: skip
             log.info("point a clone at it: `. %s` and `python -m birnn.stack dvc-remote`",
                      stack.env_file)  # fmt: skip
         elif args.command == "down":

@@ -1,0 +1,262 @@
+"""The team stack on real servers (PostgreSQL, SeaweedFS S3, `mlflow server`) on loopback:
+two users sharing data, models and runs; two pipelines at once; and each server failing."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from birnn.stack import Stack, missing_binaries
+from tests.integration.conftest import NAME
+from tests.integration.pipeline import (
+    commit_all,
+    dvc,
+    env_for,
+    git,
+    make_project,
+    raw_test,
+    stage_predictions,
+)
+
+log = logging.getLogger(__name__)
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        bool(missing_binaries()), reason=f"team stack cannot run here: {missing_binaries()}"
+    ),
+]
+
+SMALL = {"preprocess__train_samples": 1000, "train__epochs": 1}
+CHAMPION = f"models:/{NAME}@champion"
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    # Not under pytest's tmp folder: that one is private to root, and PostgreSQL runs as
+    # `nobody` under root, so the stack's folder must be one it can enter.
+    base = Path(tempfile.mkdtemp(prefix="birnn-stack-"))
+    base.chmod(0o755)
+    stack = Stack(base / "stack")
+    t0 = time.monotonic()
+    timings = stack.up()
+    log.warning("stack up in %.1fs (%s)", time.monotonic() - t0,
+                ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))  # fmt: skip
+    try:
+        yield stack
+    finally:
+        stack.down()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture()
+def on_stack(stack: Stack) -> Iterator[MlflowClient]:
+    mlflow.set_tracking_uri(stack.mlflow_uri())
+    yield MlflowClient(stack.mlflow_uri())
+    mlflow.set_tracking_uri(None)
+
+
+def team_project(stack: Stack, dest: Path, mnist_dir: Path, **overrides) -> tuple[Path, dict]:
+    """A committed project whose runs go to the stack and whose DVC remote is the stack's S3."""
+    env = env_for(mnist_dir, MLFLOW_TRACKING_URI=stack.mlflow_uri())
+    repo = make_project(dest, env, **{**SMALL, **overrides})
+    stack.configure_dvc_remote(repo)
+    commit_all(repo, env, "DVC remote: the team's S3")
+    return repo, env
+
+
+def run(args: list[str], cwd: Path, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def dvc_run(*args: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "dvc", *args], cwd, env)
+
+
+def error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "error" in line.lower()]
+
+
+def remote_objects(stack: Stack) -> int:
+    pages = stack.s3_client().get_paginator("list_objects_v2")
+    return sum(p.get("KeyCount", 0) for p in pages.paginate(Bucket="birnn", Prefix="dvc/"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Two users: A runs and pushes, B pulls and uses the champion from the shared server.
+
+
+def test_two_users_share_data_model_and_runs_through_the_stack(
+    stack: Stack, on_stack: MlflowClient, tmp_path: Path, mnist_dir: Path
+) -> None:
+    repo_a, env = team_project(stack, tmp_path / "a", mnist_dir)
+    t0 = time.monotonic()
+    dvc("repro", cwd=repo_a, env=env)
+    log.warning("user A: dvc repro against the stack in %.1fs", time.monotonic() - t0)
+
+    # The S3 store stops with the push half done: a clear error, then a rerun pushes the rest.
+    dvc("push", "download", cwd=repo_a, env=env)
+    assert remote_objects(stack) == 5  # the four raw MNIST files and data/raw's listing
+    stack.stop("s3")
+    failed = dvc_run("push", cwd=repo_a, env=env)
+    stack.start("s3")
+    assert failed.returncode != 0
+    assert "Could not connect to the endpoint URL" in failed.stderr, failed.stderr
+    log.warning("dvc push with S3 stopped printed: %s", error_lines(failed.stderr))
+    t0 = time.monotonic()
+    pushed = dvc("push", cwd=repo_a, env=env)
+    log.warning("user A: rerun push in %.1fs: %s", time.monotonic() - t0, pushed.strip())
+    count = re.search(r"(\d+) files? pushed", pushed)
+    assert count and int(count[1]) == remote_objects(stack) - 5, pushed  # only the rest
+    assert "in sync" in dvc("status", "-c", cwd=repo_a, env=env)
+
+    origin = tmp_path / "origin.git"
+    git("init", "-q", "--bare", "-b", "main", str(origin), cwd=tmp_path, env=env)
+    commit_all(repo_a, env, "Retrained")
+    git("push", "-q", str(origin), "main", cwd=repo_a, env=env)
+
+    # User B: a fresh clone with no data. The raw data alone first (no public mirror needed).
+    repo_b = tmp_path / "b"
+    git("clone", "-q", str(origin), str(repo_b), cwd=tmp_path, env=env)
+    stack.configure_dvc_remote(repo_b)
+    t0 = time.monotonic()
+    dvc("pull", "download", cwd=repo_b, env=env)
+    assert len(list((repo_b / "data/raw").glob("*.gz"))) == 4
+    assert not (repo_b / "data/processed").exists()
+    dvc("pull", cwd=repo_b, env=env)
+    log.warning("user B: dvc pull (all outputs) in %.1fs", time.monotonic() - t0)
+    assert "up to date" in dvc("status", cwd=repo_b, env=env)
+    repro = dvc("repro", cwd=repo_b, env=env)
+    assert "Running stage" not in repro, repro
+
+    # B's champion is A's model, its artifacts served from S3 through the server.
+    run_id = json.loads((repo_b / "reports/train.json").read_text())["mlflow_run_id"]
+    champion = on_stack.get_model_version_by_alias(NAME, "champion")
+    assert champion.run_id == run_id
+    x, _ = raw_test(repo_b)
+    predicted = np.asarray(mlflow.pyfunc.load_model(CHAMPION).predict(x.astype(np.float32)))
+    np.testing.assert_array_equal(predicted.argmax(axis=1), stage_predictions(repo_b))
+    pages = stack.s3_client().get_paginator("list_objects_v2").paginate(Bucket="birnn")
+    keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+    mlmodels = [key for key in keys if key.endswith("/MLmodel")]
+    # MLflow 3 keeps a logged model under mlflow/<experiment>/models/<model id>/artifacts/.
+    model_ids = [key.split("/")[3] for key in mlmodels if key.split("/")[2] == "models"]
+    sources = {on_stack.get_logged_model(m).source_run_id for m in model_ids}
+    assert run_id in sources, (run_id, mlmodels)
+    assert (
+        on_stack.get_run(run_id).data.tags["git.commit"]
+        == git("rev-parse", "HEAD~1", cwd=repo_b, env=env).strip()
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Two pipelines at once against the shared server.
+
+
+def test_two_pipelines_at_once_log_everything_to_the_shared_server(
+    stack: Stack, on_stack: MlflowClient, tmp_path: Path, mnist_dir: Path
+) -> None:
+    repo, env = team_project(stack, tmp_path / "p", mnist_dir, tracking__experiment_name="par")
+    cmd = [sys.executable, "-m", "dvc", "exp", "run", "--temp"]
+    procs = [
+        subprocess.Popen([*cmd, "-n", name, "-S", f"train.seed={seed}", "-S",
+                          "registry.promote=always"], cwd=repo, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for name, seed in (("ta", 11), ("tb", 12))
+    ]  # fmt: skip
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outs)
+
+    exp_id = on_stack.get_experiment_by_name("par").experiment_id
+    runs = on_stack.search_runs([exp_id])
+    assert len(runs) == 2
+    assert sorted(r.data.params["train.seed"] for r in runs) == ["11", "12"]
+    for run_ in runs:
+        assert run_.info.status == "FINISHED"
+        assert {"test_accuracy", "val_accuracy", "loss"} <= set(run_.data.metrics)
+        assert len(on_stack.get_metric_history(run_.info.run_id, "loss")) == 1  # one epoch
+        names = {a.path for a in on_stack.list_artifacts(run_.info.run_id)}
+        assert {"figures", "history.csv", "reports"} <= names, names
+    models = on_stack.search_logged_models([exp_id])
+    assert sorted(m.source_run_id for m in models) == sorted(r.info.run_id for r in runs)
+    versions = on_stack.search_model_versions(f"name='{NAME}'")
+    mine = {v.run_id for v in versions} & {r.info.run_id for r in runs}
+    assert len(mine) == 2  # each registered its own weights, none lost or mixed up
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults: the MLflow server down between train and evaluate; PostgreSQL restarted mid-run.
+
+
+def test_mlflow_server_down_between_train_and_evaluate(
+    stack: Stack, on_stack: MlflowClient, tmp_path: Path, mnist_dir: Path
+) -> None:
+    repo, env = team_project(stack, tmp_path / "m", mnist_dir, tracking__experiment_name="gap")
+    dvc("repro", "train", cwd=repo, env=env)
+    model = (repo / "models/model.keras").stat().st_mtime_ns
+    stack.stop("mlflow")
+    try:
+        failed = dvc_run("repro", cwd=repo, env=env)
+    finally:
+        stack.start("mlflow")
+    assert failed.returncode != 0
+    stage_errors = [line for line in failed.stderr.splitlines() if "evaluate: error:" in line]
+    assert len(stage_errors) == 1 and "Traceback" not in failed.stderr, failed.stderr[-3000:]
+    log.warning("evaluate with the MLflow server down printed: %s", stage_errors[0])
+
+    again = dvc("repro", cwd=repo, env=env)
+    assert "Running stage 'evaluate'" in again and "Running stage 'train'" not in again, again
+    assert (repo / "models/model.keras").stat().st_mtime_ns == model  # not retrained
+    runs = on_stack.search_runs([on_stack.get_experiment_by_name("gap").experiment_id])
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    assert "test_accuracy" in runs[0].data.metrics and "loss" in runs[0].data.metrics
+
+
+def test_postgres_restarted_mid_run(
+    stack: Stack, on_stack: MlflowClient, tmp_path: Path, mnist_dir: Path
+) -> None:
+    repo, env = team_project(stack, tmp_path / "pg", mnist_dir, tracking__experiment_name="pg",
+                             train__epochs=3)  # fmt: skip
+    dvc("repro", "preprocess", cwd=repo, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro"],
+        cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    # Restart PostgreSQL once the training run has logged its first epoch.
+    deadline = time.monotonic() + 300
+    while True:
+        exp = on_stack.get_experiment_by_name("pg")
+        runs = on_stack.search_runs([exp.experiment_id]) if exp else []
+        if runs and on_stack.get_metric_history(runs[0].info.run_id, "loss"):
+            break
+        assert proc.poll() is None and time.monotonic() < deadline, "training never logged"
+        time.sleep(0.5)
+    stack.stop("postgres")
+    time.sleep(2)
+    stack.start("postgres")
+    out = proc.communicate(timeout=900)[0]
+    log.warning("dvc repro across a PostgreSQL restart exited %s", proc.returncode)
+    if proc.returncode != 0:
+        # Then it must have said so in one line, and a rerun finishes what was left.
+        assert [line for line in out.splitlines() if ": error:" in line], out[-3000:]
+        assert "Traceback" not in out, out[-3000:]
+        log.warning("it printed: %s", [line for line in out.splitlines() if ": error:" in line])
+        out = dvc("repro", cwd=repo, env=env)
+    runs = on_stack.search_runs([on_stack.get_experiment_by_name("pg").experiment_id])
+    assert [r.info.status for r in runs] == ["FINISHED"], out[-3000:]
+    history = on_stack.get_metric_history(runs[0].info.run_id, "loss")
+    assert sorted(m.step for m in history) == [1, 2, 3], history  # each epoch once
+    assert "test_accuracy" in runs[0].data.metrics
