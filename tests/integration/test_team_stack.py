@@ -18,6 +18,7 @@ import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from pytest_httpserver import HTTPServer
 
 from birnn.stack import Stack, missing_binaries
 from tests.integration.conftest import NAME
@@ -28,6 +29,7 @@ from tests.integration.pipeline import (
     git,
     make_project,
     raw_test,
+    sh,
     stage_predictions,
 )
 
@@ -40,7 +42,8 @@ pytestmark = [
     ),
 ]
 
-SMALL = {"preprocess__train_samples": 1000, "train__epochs": 1}
+# Small real runs; the accuracy gate of scripts/ci/retrain.sh lowered to what they reach.
+SMALL = {"preprocess__train_samples": 1000, "train__epochs": 1, "evaluate__min_test_accuracy": 0.2}
 CHAMPION = f"models:/{NAME}@champion"
 
 
@@ -99,35 +102,52 @@ def remote_objects(stack: Stack) -> int:
 # Two users: A runs and pushes, B pulls and uses the champion from the shared server.
 
 
-def test_two_users_share_data_model_and_runs_through_the_stack(
-    stack: Stack, on_stack: MlflowClient, tmp_path: Path, mnist_dir: Path
-) -> None:
-    repo_a, env = team_project(stack, tmp_path / "a", mnist_dir)
+@pytest.fixture(scope="module")
+def published(stack: Stack, tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> dict:
+    """User A's run, pushed to the DVC remote and to a bare git origin's main. On the way the S3
+    store stops with the push half done, and a rerun pushes the rest (what was seen is kept)."""
+    root = tmp_path_factory.mktemp("published")
+    repo_a, env = team_project(stack, root / "a", mnist_dir)
     t0 = time.monotonic()
     dvc("repro", cwd=repo_a, env=env)
     log.warning("user A: dvc repro against the stack in %.1fs", time.monotonic() - t0)
 
-    # The S3 store stops with the push half done: a clear error, then a rerun pushes the rest.
     dvc("push", "download", cwd=repo_a, env=env)
-    assert remote_objects(stack) == 5  # the four raw MNIST files and data/raw's listing
+    first = remote_objects(stack)
     stack.stop("s3")
     failed = dvc_run("push", cwd=repo_a, env=env)
     stack.start("s3")
-    assert failed.returncode != 0
-    assert "Could not connect to the endpoint URL" in failed.stderr, failed.stderr
-    log.warning("dvc push with S3 stopped printed: %s", error_lines(failed.stderr))
     t0 = time.monotonic()
     pushed = dvc("push", cwd=repo_a, env=env)
     log.warning("user A: rerun push in %.1fs: %s", time.monotonic() - t0, pushed.strip())
-    count = re.search(r"(\d+) files? pushed", pushed)
-    assert count and int(count[1]) == remote_objects(stack) - 5, pushed  # only the rest
-    assert "in sync" in dvc("status", "-c", cwd=repo_a, env=env)
 
-    origin = tmp_path / "origin.git"
-    git("init", "-q", "--bare", "-b", "main", str(origin), cwd=tmp_path, env=env)
+    origin = root / "origin.git"
+    git("init", "-q", "--bare", "-b", "main", str(origin), cwd=root, env=env)
     commit_all(repo_a, env, "Retrained")
     git("push", "-q", str(origin), "main", cwd=repo_a, env=env)
+    return {"origin": origin, "env": env, "repo_a": repo_a, "first": first, "failed": failed,
+            "pushed": pushed, "remote_objects": remote_objects(stack)}  # fmt: skip
 
+
+def test_s3_stopped_mid_push_fails_in_one_line_and_the_rerun_pushes_the_rest(
+    published: dict,
+) -> None:
+    assert published["first"] == 5  # the four raw MNIST files and data/raw's listing
+    failed = published["failed"]
+    assert failed.returncode != 0
+    assert "Could not connect to the endpoint URL" in failed.stderr, failed.stderr
+    assert len(error_lines(failed.stderr)) == 1 and "Traceback" not in failed.stderr
+    log.warning("dvc push with S3 stopped printed: %s", error_lines(failed.stderr))
+    count = re.search(r"(\d+) files? pushed", published["pushed"])
+    assert count, published["pushed"]
+    assert int(count[1]) == published["remote_objects"] - published["first"]  # only the rest
+    assert "in sync" in dvc("status", "-c", cwd=published["repo_a"], env=published["env"])
+
+
+def test_two_users_share_data_model_and_runs_through_the_stack(
+    stack: Stack, on_stack: MlflowClient, published: dict, tmp_path: Path
+) -> None:
+    origin, env = published["origin"], published["env"]
     # User B: a fresh clone with no data. The raw data alone first (no public mirror needed).
     repo_b = tmp_path / "b"
     git("clone", "-q", str(origin), str(repo_b), cwd=tmp_path, env=env)
@@ -160,6 +180,92 @@ def test_two_users_share_data_model_and_runs_through_the_stack(
         on_stack.get_run(run_id).data.tags["git.commit"]
         == git("rev-parse", "HEAD~1", cwd=repo_b, env=env).strip()
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# CI's scripts against the real remote: a bare git origin, the DVC remote on the loopback S3
+# server, and a stand-in only for the GitHub API.
+
+
+def ci_env(stack: Stack, env: dict, **extra: str) -> dict:
+    """What the retrain workflow's jobs have: the S3 secrets, the venv's Python."""
+    s3 = stack.s3_env()
+    return {**env, "PYTHON": sys.executable, "DVC_REMOTE_ENDPOINT_URL": stack.s3_endpoint(),
+            "AWS_ACCESS_KEY_ID": s3["AWS_ACCESS_KEY_ID"],
+            "AWS_SECRET_ACCESS_KEY": s3["AWS_SECRET_ACCESS_KEY"], **extra}  # fmt: skip
+
+
+def ci_checkout(
+    origin: Path, dest: Path, env: dict, branch: str = "main", pull: bool = True
+) -> Path:
+    """A job's checkout: clone, the remote from the secrets (scripts/ci/dvc_remote.sh), pull."""
+    git("clone", "-q", "-b", branch, str(origin), str(dest), cwd=dest.parent, env=env)
+    git("config", "user.email", "ci@example.org", cwd=dest, env=env)
+    git("config", "user.name", "ci", cwd=dest, env=env)
+    assert sh(["bash", "scripts/ci/dvc_remote.sh"], dest, env).strip() == "team"
+    if pull:
+        dvc("pull", cwd=dest, env=env)
+    return dest
+
+
+def test_scheduled_retraining_lands_as_a_pull_request(
+    stack: Stack, published: dict, tmp_path: Path, httpserver: HTTPServer
+) -> None:
+    api = {"GITHUB_REPOSITORY": "acme/birnn", "GH_TOKEN": "t0ken",
+           "GITHUB_API_URL": httpserver.url_for("/")}  # fmt: skip
+    env = ci_env(stack, published["env"], **api)
+    origin = published["origin"]
+    pulls = "/repos/acme/birnn/pulls"
+    query = {"state": "open", "head": "acme:retrain/auto", "base": "main"}
+
+    # main as published passes the check a push to main runs (on a checkout with no cache).
+    ci = ci_checkout(origin, tmp_path / "ci", env, pull=False)
+    assert "is on the DVC remote" in sh(["bash", "scripts/ci/check_remote.sh"], ci, env)
+
+    # A scheduled run that reproduces main proposes nothing.
+    dvc("pull", cwd=ci, env=env)
+    report = str(tmp_path / "report.md")
+    sh(["bash", "scripts/ci/retrain.sh", "origin/main"], ci, {**env, "REPORT_MD": report})
+    out = sh(["bash", "scripts/ci/propose.sh", report], ci, env)
+    assert "nothing to propose" in out and not httpserver.log
+
+    # A manual run with a new seed: dvc.lock now names outputs only this job has, which the
+    # check on main would refuse, naming them.
+    run_env = {**env, "REPORT_MD": report, "RETRAIN_SET": "train.seed=7"}
+    sh(["bash", "scripts/ci/retrain.sh", "origin/main"], ci, run_env)
+    refused = run(["bash", "scripts/ci/check_remote.sh"], ci, env)
+    assert refused.returncode == 1 and "models/model.keras" in refused.stderr, refused.stderr
+    assert "run `dvc push`" in refused.stderr
+    log.warning("check_remote.sh on unpushed outputs printed: %s", refused.stderr.strip())
+
+    httpserver.expect_ordered_request(pulls, "GET", query_string=query).respond_with_json([])
+    httpserver.expect_ordered_request(pulls, "POST").respond_with_json({"number": 7}, 201)
+    assert "opened pull request #7" in sh(["bash", "scripts/ci/propose.sh", report], ci, env)
+    created = json.loads(httpserver.log[-1][0].get_data())
+    assert (created["head"], created["base"]) == ("retrain/auto", "main")
+    assert created["body"].startswith("<!-- birnn-report -->")
+    assert "| params.yaml | train.seed |" in created["body"]
+    assert httpserver.log[-1][0].headers["Authorization"] == "Bearer t0ken"
+
+    # The proposed branch: its dvc.lock is the new one, and a fresh clone pulls all of it.
+    pr = ci_checkout(origin, tmp_path / "pr", env, branch="retrain/auto", pull=False)
+    assert (pr / "dvc.lock").read_text() == (ci / "dvc.lock").read_text()
+    assert "is on the DVC remote" in sh(["bash", "scripts/ci/check_remote.sh"], pr, env)
+    dvc("pull", cwd=pr, env=env)
+    assert "up to date" in dvc("status", cwd=pr, env=env)
+
+    # Next run, dvc.lock changed again: the same branch and pull request are updated.
+    again = ci_checkout(origin, tmp_path / "again", env)
+    sh(["bash", "scripts/ci/retrain.sh", "origin/main"], again,
+       {**env, "REPORT_MD": report, "RETRAIN_SET": "evaluate.batch_size=500"})  # fmt: skip
+    httpserver.expect_ordered_request(pulls, "GET", query_string=query).respond_with_json(
+        [{"number": 7}]
+    )
+    httpserver.expect_ordered_request(f"{pulls}/7", "PATCH").respond_with_json({"number": 7})
+    assert "updated pull request #7" in sh(["bash", "scripts/ci/propose.sh", report], again, env)
+    httpserver.check_assertions()
+    heads = git("ls-remote", str(origin), "refs/heads/retrain/auto", cwd=tmp_path, env=env)
+    assert heads.split()[0] == git("rev-parse", "HEAD", cwd=again, env=env).strip()
 
 
 # ---------------------------------------------------------------------------------------------

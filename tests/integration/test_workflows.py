@@ -160,8 +160,28 @@ def test_pull_requests_never_get_team_secrets_nor_register() -> None:
         job["env"]["BIRNN_REGISTRY"]
         == "${{ github.event_name == 'pull_request' && 'off' || 'on' }}"
     )
-    push = next(st for st in job["steps"] if st.get("name") == "Push outputs to the DVC remote")
-    assert "github.event_name != 'pull_request'" in push["if"]
+    assert "pull_request" not in wf["jobs"]["propose"]["if"]
+
+
+def test_only_the_proposing_job_writes_and_only_it_pushes_outputs() -> None:
+    jobs = load(REPO / ".github/workflows/retrain.yml")["jobs"]
+    writers = {name for name, job in jobs.items() if "write" in job["permissions"].values()}
+    assert writers == {"retrain", "propose"}  # retrain: the PR comment only
+    assert jobs["retrain"]["permissions"]["contents"] == "read"
+    assert jobs["propose"]["permissions"] == {"contents": "write", "pull-requests": "write"}
+    assert jobs["propose"]["if"] == (
+        "github.event_name == 'schedule' || github.event_name == 'workflow_dispatch'"
+    )
+    assert jobs["remote-check"]["if"] == "github.event_name == 'push'"
+    assert jobs["remote-check"]["permissions"] == {"contents": "read"}
+
+    def runs(job: dict) -> str:
+        return "\n".join(step.get("run", "") for step in job["steps"])
+
+    # CI's own outputs reach the remote only through the pull request that names them.
+    assert "dvc push" not in runs(jobs["retrain"]) + runs(jobs["remote-check"])
+    assert "scripts/ci/propose.sh" in runs(jobs["propose"])
+    assert "scripts/ci/check_remote.sh" in runs(jobs["remote-check"])
 
 
 def test_push_compares_against_the_push_before_commit() -> None:

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# After scripts/ci/retrain.sh on a schedule or a manual run: when retraining changed dvc.lock,
+# push the new outputs to the DVC remote first, then commit dvc.lock, params.yaml and reports/
+# to BRANCH and open the pull request that adopts them, or update the one already open. Its
+# body is the retrain report (the metrics and params diff).
+#   scripts/ci/propose.sh REPORT_MD
+# Environment: GITHUB_REPOSITORY (owner/name), GH_TOKEN, GITHUB_API_URL (GitHub sets it;
+# default https://api.github.com), BRANCH (default retrain/auto), BASE (default main),
+# GIT_REMOTE (default origin).
+set -euo pipefail
+report="${1:?usage: scripts/ci/propose.sh REPORT_MD}"
+: "${GITHUB_REPOSITORY:?}" "${GH_TOKEN:?}"
+python="${PYTHON:-python}"
+api="${GITHUB_API_URL:-https://api.github.com}"
+api="${api%/}"
+branch="${BRANCH:-retrain/auto}"
+base="${BASE:-main}"
+remote="${GIT_REMOTE:-origin}"
+[[ -s "$report" ]] || { echo "no report at $report: nothing to propose" >&2; exit 1; }
+
+if git diff --quiet HEAD -- dvc.lock; then
+  echo "dvc.lock unchanged: retraining reproduced main, nothing to propose"
+  exit 0
+fi
+
+# Outputs before the commit that names them: the pull request never points at missing data.
+"$python" -m dvc push
+
+git checkout -B "$branch"
+git add -- dvc.lock params.yaml reports
+git commit -qm "Retrain: dvc.lock and reports from $(git rev-parse --short HEAD)"
+git push --force "$remote" "HEAD:refs/heads/$branch"
+
+title="Retrained model ($(date -u +%Y-%m-%d))"
+gh_api() {  # METHOD PATH [JSON]: the GitHub REST API, failing on any HTTP error
+  curl -fsS -X "$1" "$api/$2" \
+    -H "Authorization: Bearer $GH_TOKEN" -H "Accept: application/vnd.github+json" \
+    -H "X-GitHub-Api-Version: 2022-11-28" ${3:+--data "$3"}
+}
+owner="${GITHUB_REPOSITORY%%/*}"
+number=$(gh_api GET "repos/$GITHUB_REPOSITORY/pulls?state=open&head=$owner:$branch&base=$base" \
+  | jq -r '.[0].number // empty')
+if [[ -n "$number" ]]; then
+  payload=$(jq -n --arg title "$title" --rawfile body "$report" '{title: $title, body: $body}')
+  gh_api PATCH "repos/$GITHUB_REPOSITORY/pulls/$number" "$payload" >/dev/null
+  echo "updated pull request #$number"
+else
+  payload=$(jq -n --arg title "$title" --rawfile body "$report" --arg head "$branch" \
+    --arg base "$base" '{title: $title, body: $body, head: $head, base: $base}')
+  number=$(gh_api POST "repos/$GITHUB_REPOSITORY/pulls" "$payload" | jq -r .number)
+  echo "opened pull request #$number"
+fi
