@@ -319,7 +319,7 @@ class Stack:
         if os.geteuid() != 0:
             return
         for folder in [self.root, *self.root.parents]:
-            if not os.stat(folder).st_mode & 0o001:
+            if folder.exists() and not os.stat(folder).st_mode & 0o001:
                 raise StackError(
                     f"PostgreSQL runs as {PG_USER_WHEN_ROOT!r} under root and cannot enter "
                     f"{folder}: put the stack folder elsewhere (--dir) or `chmod o+x {folder}`"
