@@ -98,6 +98,14 @@ def missing_binaries() -> list[str]:
     return missing
 
 
+def missing_packages() -> list[str]:
+    """The ``team`` extra's Python packages this environment lacks."""
+    import importlib.util
+
+    absent = [name for name in ("psycopg2", "boto3") if importlib.util.find_spec(name) is None]
+    return [f"Python packages {', '.join(absent)} (pip install -e '.[team]')"] if absent else []
+
+
 @dataclass
 class Ports:
     postgres: int
@@ -303,6 +311,10 @@ class Stack:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
             _reap(pid)
+        # Forget the pid, so a later process that gets the same number is not taken for it.
+        st = self.state()
+        st.pids.pop(service, None)
+        self.save(st)
         return True
 
     # -- PostgreSQL --------------------------------------------------------------------------
@@ -497,7 +509,7 @@ class Stack:
 
     def up(self, mlflow_port: int | None = None) -> dict[str, float]:
         """Start what is not running (in dependency order); seconds each start took."""
-        missing = missing_binaries()
+        missing = missing_binaries() + missing_packages()
         if missing:
             raise StackError("cannot start the stack, missing: " + "; ".join(missing))
         self.root.mkdir(parents=True, exist_ok=True)
