@@ -44,6 +44,7 @@ MLFLOW_PREFIX = "mlflow"  # s3://birnn/mlflow: MLflow's artifacts
 DVC_PREFIX = "dvc"  # s3://birnn/dvc: the DVC remote
 DVC_REMOTE = "team"
 SERVICES = ("postgres", "s3", "mlflow")
+DATABASES = ("mlflow", "optuna")  # MLflow's backend store; the storage sweeps share
 # PostgreSQL refuses to run as root; under root (CI containers, these machines) it runs as this.
 PG_USER_WHEN_ROOT = "nobody"
 # Telemetry off for every process the stack starts: nothing may call out to the internet.
@@ -206,9 +207,13 @@ class Stack:
     def s3_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.state().ports.s3}"
 
-    def backend_uri(self) -> str:
+    def backend_uri(self, database: str = "mlflow") -> str:
+        """SQLAlchemy URL of one of the stack's databases: ``mlflow`` (MLflow's backend
+        store) or ``optuna`` (the storage sweeps share: ``birnn sweep --storage``)."""
         st = self.state()
-        return f"postgresql+psycopg2://birnn:{st.pg_password}@127.0.0.1:{st.ports.postgres}/mlflow"
+        return (
+            f"postgresql+psycopg2://birnn:{st.pg_password}@127.0.0.1:{st.ports.postgres}/{database}"
+        )
 
     def s3_env(self) -> dict[str, str]:
         """What an S3 client (boto3, the MLflow server, DVC) needs to reach the store."""
@@ -406,9 +411,10 @@ class Stack:
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
-                cur.execute("SELECT 1 FROM pg_database WHERE datname = 'mlflow'")
-                if cur.fetchone() is None:
-                    cur.execute("CREATE DATABASE mlflow")
+                for name in DATABASES:
+                    cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                    if cur.fetchone() is None:
+                        cur.execute(f"CREATE DATABASE {name}")
         finally:
             conn.close()
 
@@ -545,6 +551,8 @@ class Stack:
         text = (
             "# Source this to log to the team stack:  . .stack/stack.env\n"
             f"export MLFLOW_TRACKING_URI={self.mlflow_uri()}\n"
+            "# Sweeps (birnn sweep) share their Optuna study in the stack's PostgreSQL:\n"
+            f"export BIRNN_SWEEP_STORAGE={self.backend_uri('optuna')}\n"
             + "".join(f"export {k}={v}\n" for k, v in NO_TELEMETRY.items())
         )
         _write_private(self.env_file, text)

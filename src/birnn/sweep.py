@@ -26,10 +26,12 @@ import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -341,6 +343,9 @@ def prepare_checkout(root: Path, dest: Path, head: str) -> Path:
     git("fetch", "-q", str(root), head, cwd=dest)
     git("checkout", "-q", "--force", "--detach", head, cwd=dest)
     git("clean", "-q", "-fd", "--", "params.yaml", cwd=dest)
+    # A worker killed mid-trial leaves DVC's lock files behind; the checkout is this worker's.
+    for stale in ("lock", "rwlock"):
+        (dest / ".dvc" / "tmp" / stale).unlink(missing_ok=True)
     cache = subprocess.run(
         [sys.executable, "-m", "dvc", "cache", "dir"],
         cwd=root,
@@ -348,13 +353,12 @@ def prepare_checkout(root: Path, dest: Path, head: str) -> Path:
         text=True,
         check=True,
     ).stdout.strip()
-    subprocess.run(
-        [sys.executable, "-m", "dvc", "cache", "dir", "--local", cache],
-        cwd=dest,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    # Outputs are links into the shared cache, not copies (DVC unlinks one before a stage
+    # rewrites it), so a checkout costs no more disk than its code.
+    for args in (["cache", "dir", "--local", cache], ["config", "--local", "cache.type",
+                 "hardlink,symlink,copy"]):  # fmt: skip
+        subprocess.run([sys.executable, "-m", "dvc", *args], cwd=dest, capture_output=True,
+                       text=True, check=True)  # fmt: skip
     return dest
 
 
@@ -470,9 +474,8 @@ def worker(cfg: SweepConfig, url: str, worker_id: str, root: Path) -> int:
 
 
 def _worker_seed(cfg: SweepConfig, worker_id: str) -> int:
-    """Each worker's sampler gets its own seed, derived from the study's."""
-    digits = re.sub(r"\D", "", worker_id) or "0"
-    return cfg.seed * 1000 + int(digits[-6:])
+    """Each worker's sampler gets its own seed, derived from the study's and its id."""
+    return (cfg.seed * 1_000_003 + zlib.crc32(worker_id.encode())) % 2**32
 
 
 def run_sweep(cfg: SweepConfig, url: str, workers: int, root: Path, config: Path) -> Any:
@@ -509,7 +512,7 @@ def run_sweep(cfg: SweepConfig, url: str, workers: int, root: Path, config: Path
                 "-m",
                 "birnn.sweep",
                 "--worker",
-                f"{os.getpid()}{k}",
+                f"{socket.gethostname()}-{k}",
                 "--storage",
                 url,
                 "--study",
@@ -524,9 +527,16 @@ def run_sweep(cfg: SweepConfig, url: str, workers: int, root: Path, config: Path
         for k in range(workers)
     ]
     codes = [p.wait() for p in procs]
-    if any(codes):
-        raise BirnnError(f"workers exited {codes}: see their errors above")
     study = optuna.load_study(study_name=cfg.study, storage=storage)
+    complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    if complete < cfg.trials:
+        tracking.finish_sweep_run(parent, study, cfg)
+        raise BirnnError(
+            f"{complete} of {cfg.trials} trials complete; workers exited {codes} (their errors "
+            "are above); rerun the command to resume the study"
+        )
+    if any(codes):
+        log.warning("workers exited %s, but the study has its %d trials", codes, cfg.trials)
     tracking.finish_sweep_run(parent, study, cfg)
     return study
 

@@ -4,12 +4,18 @@ logged to it, used by the tracking, registry-lineage and serving tests."""
 from __future__ import annotations
 
 import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from birnn.stack import Stack, missing_binaries
 from tests.integration.mlflow_server import mlflow_server
 from tests.integration.pipeline import dvc, env_for, make_project
 
@@ -45,3 +51,28 @@ def tracked(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path, server: s
     client = MlflowClient(server)
     run_id = json.loads((repo / "reports/train.json").read_text())["mlflow_run_id"]
     return repo, env, client, client.get_run(run_id)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    """The team stack (PostgreSQL, SeaweedFS S3, mlflow server) on free loopback ports."""
+    missing = missing_binaries()
+    if missing:
+        pytest.skip(f"team stack cannot run here: {'; '.join(missing)}")
+    # Not under pytest's tmp folder: that one is private to root, and PostgreSQL runs as
+    # `nobody` under root, so the stack's folder must be one it can enter.
+    base = Path(tempfile.mkdtemp(prefix="birnn-stack-"))
+    base.chmod(0o755)
+    stack = Stack(base / "stack")
+    t0 = time.monotonic()
+    timings = stack.up()
+    logging.getLogger(__name__).warning(
+        "stack up in %.1fs (%s)",
+        time.monotonic() - t0,
+        ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()),
+    )
+    try:
+        yield stack
+    finally:
+        stack.down()
+        shutil.rmtree(base, ignore_errors=True)

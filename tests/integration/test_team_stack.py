@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,49 +18,25 @@ import pytest
 from mlflow.tracking import MlflowClient
 from pytest_httpserver import HTTPServer
 
-from birnn.stack import Stack, missing_binaries
+from birnn.stack import Stack
 from tests.integration.conftest import NAME
 from tests.integration.pipeline import (
     commit_all,
     dvc,
-    env_for,
     git,
-    make_project,
     raw_test,
     sh,
     stage_predictions,
+    team_project,
 )
 
 log = logging.getLogger(__name__)
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        bool(missing_binaries()), reason=f"team stack cannot run here: {missing_binaries()}"
-    ),
-]
+# The `stack` fixture (tests/integration/conftest.py) skips, saying why, where PostgreSQL's
+# binaries or SeaweedFS's `weed` are absent.
+pytestmark = pytest.mark.integration
 
-# Small real runs; the accuracy gate of scripts/ci/retrain.sh lowered to what they reach.
-SMALL = {"preprocess__train_samples": 1000, "train__epochs": 1, "evaluate__min_test_accuracy": 0.2}
 CHAMPION = f"models:/{NAME}@champion"
-
-
-@pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    # Not under pytest's tmp folder: that one is private to root, and PostgreSQL runs as
-    # `nobody` under root, so the stack's folder must be one it can enter.
-    base = Path(tempfile.mkdtemp(prefix="birnn-stack-"))
-    base.chmod(0o755)
-    stack = Stack(base / "stack")
-    t0 = time.monotonic()
-    timings = stack.up()
-    log.warning("stack up in %.1fs (%s)", time.monotonic() - t0,
-                ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))  # fmt: skip
-    try:
-        yield stack
-    finally:
-        stack.down()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture()
@@ -70,15 +44,6 @@ def on_stack(stack: Stack) -> Iterator[MlflowClient]:
     mlflow.set_tracking_uri(stack.mlflow_uri())
     yield MlflowClient(stack.mlflow_uri())
     mlflow.set_tracking_uri(None)
-
-
-def team_project(stack: Stack, dest: Path, mnist_dir: Path, **overrides) -> tuple[Path, dict]:
-    """A committed project whose runs go to the stack and whose DVC remote is the stack's S3."""
-    env = env_for(mnist_dir, MLFLOW_TRACKING_URI=stack.mlflow_uri())
-    repo = make_project(dest, env, **{**SMALL, **overrides})
-    stack.configure_dvc_remote(repo)
-    commit_all(repo, env, "DVC remote: the team's S3")
-    return repo, env
 
 
 def run(args: list[str], cwd: Path, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:

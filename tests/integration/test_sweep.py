@@ -1,0 +1,150 @@
+"""`birnn sweep` for real: an Optuna study in the team stack's PostgreSQL, two worker
+processes, each trial a DVC experiment of tiny real-MNIST runs and a child MLflow run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import psutil
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from birnn.stack import Stack
+from tests.integration.pipeline import commit_all, dvc, team_project
+
+pytestmark = pytest.mark.integration
+
+SPACE = {
+    "study": "tiny",
+    "seed": 3,
+    "heartbeat_s": 2,
+    "fixed": {"preprocess.train_samples": 300, "train.epochs": 1},
+    "space": {
+        "train.learning_rate": {"low": 1.0e-3, "high": 1.0e-2, "log": True},
+        "model.cell": ["lstm", "gru"],
+    },
+}
+
+
+def sweep_project(stack: Stack, dest: Path, mnist_dir: Path, study: str, trials: int):
+    repo, env = team_project(stack, dest, mnist_dir, tracking__experiment_name=study)
+    (repo / "sweep.yaml").write_text(yaml.safe_dump({**SPACE, "study": study, "trials": trials}))
+    commit_all(repo, env, "sweep.yaml")
+    return repo, {**env, "BIRNN_SWEEP_STORAGE": stack.backend_uri("optuna")}
+
+
+def start_sweep(repo: Path, env: dict, workers: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "birnn.sweep", "--workers", str(workers)],
+        cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def trials_of(stack: Stack, study: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=study, storage=stack.backend_uri("optuna")).trials
+
+
+def exp_names(repo: Path, env: dict) -> set[str]:
+    shown = json.loads(dvc("exp", "show", "--json", cwd=repo, env=env))
+    return {e["name"] for rev in shown for e in (rev.get("experiments") or []) if e.get("name")}
+
+
+def children(stack: Stack, client: MlflowClient, study: str) -> tuple[str, list]:
+    """The study's parent MLflow run id and the runs nested under it."""
+    exp = client.get_experiment_by_name(study)
+    stored = optuna.load_study(study_name=study, storage=stack.backend_uri("optuna"))
+    parent = stored.user_attrs["mlflow_parent_run_id"]
+    runs = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    return parent, runs
+
+
+def test_two_workers_run_four_trials_as_experiments_and_child_runs(
+    stack: Stack, tmp_path: Path, mnist_dir: Path
+) -> None:
+    repo, env = sweep_project(stack, tmp_path / "repo", mnist_dir, "tiny4", trials=4)
+    t0 = time.monotonic()
+    proc = start_sweep(repo, env, workers=2)
+    out = proc.communicate(timeout=1200)[0]
+    assert proc.returncode == 0, out[-4000:]
+    print(f"4 trials, 2 workers: {time.monotonic() - t0:.0f}s")
+
+    trials = trials_of(stack, "tiny4")
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4 and len(trials) == 4
+    assert len({json.dumps(t.params, sort_keys=True) for t in complete}) == 4
+    assert len({t.user_attrs["worker"] for t in complete}) == 2  # both workers ran trials
+
+    names = {t.user_attrs["dvc_exp"] for t in complete}
+    assert names <= exp_names(repo, env)
+
+    client = MlflowClient(stack.mlflow_uri())
+    parent, runs = children(stack, client, "tiny4")
+    assert len(runs) == 4
+    assert {r.data.tags["dvc.exp_name"] for r in runs} == names
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert {"val_accuracy", "test_accuracy"} <= set(run.data.metrics)
+    best = max(complete, key=lambda t: t.value)
+    parent_run = client.get_run(parent)
+    assert parent_run.info.status == "FINISHED"
+    assert parent_run.data.tags["sweep.best_dvc_exp"] == best.user_attrs["dvc_exp"]
+    assert parent_run.data.metrics["best_val_accuracy"] == pytest.approx(best.value)
+    figures = {a.path for a in client.list_artifacts(parent, "figures")}
+    assert figures == {"figures/optimization_history.png", "figures/param_importances.png"}
+    assert f"dvc exp apply {best.user_attrs['dvc_exp']}" in out
+
+    # The best trial comes back into the workspace.
+    dvc("exp", "apply", best.user_attrs["dvc_exp"], cwd=repo, env=env)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["model"]["cell"] == best.params["model.cell"]
+    assert params["train"]["learning_rate"] == pytest.approx(best.params["train.learning_rate"])
+
+
+def test_a_worker_killed_mid_trial_is_retried_and_the_study_completes(
+    stack: Stack, tmp_path: Path, mnist_dir: Path
+) -> None:
+    repo, env = sweep_project(stack, tmp_path / "repo", mnist_dir, "tiny-kill", trials=3)
+    client = MlflowClient(stack.mlflow_uri())
+    proc = start_sweep(repo, env, workers=2)
+    # Kill one worker (and its pipeline) once its trial's MLflow run exists.
+    deadline = time.monotonic() + 600
+    victim = None
+    while victim is None:
+        assert proc.poll() is None and time.monotonic() < deadline, "no trial started"
+        exp = client.get_experiment_by_name("tiny-kill")
+        query = "attributes.status = 'RUNNING' and tags.`sweep.trial` LIKE 'tiny-kill:%'"
+        running = client.search_runs([exp.experiment_id], query) if exp else []
+        if running:
+            number = int(running[0].data.tags["sweep.trial"].split(":")[1])
+            worker = next(t.user_attrs["worker"] for t in trials_of(stack, "tiny-kill")
+                          if t.number == number)  # fmt: skip
+            victim = next(p for p in psutil.Process(proc.pid).children()
+                          if worker in " ".join(p.cmdline()))  # fmt: skip
+            killed_run = running[0].info.run_id
+        time.sleep(0.5)
+    for p in [*victim.children(recursive=True), victim]:
+        p.kill()
+    out = proc.communicate(timeout=1200)[0]
+    assert proc.returncode == 0, out[-4000:]
+
+    trials = trials_of(stack, "tiny-kill")
+    states = [t.state for t in trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 3
+    assert states.count(optuna.trial.TrialState.FAIL) == 1
+    failed = next(t for t in trials if t.state == optuna.trial.TrialState.FAIL)
+    assert failed.number == number
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == failed.number]
+    assert len(retried) == 1 and retried[0].state == optuna.trial.TrialState.COMPLETE
+    assert retried[0].params == failed.params
+    complete_names = {t.user_attrs["dvc_exp"] for t in trials
+                      if t.state == optuna.trial.TrialState.COMPLETE}  # fmt: skip
+    assert len(complete_names) == 3 and complete_names <= exp_names(repo, env)
+    assert client.get_run(killed_run).info.status == "KILLED"
+    _, runs = children(stack, client, "tiny-kill")
+    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 3 + ["KILLED"]
