@@ -582,12 +582,21 @@ def main(argv: list[str] | None = None) -> None:
             from birnn import tracking
 
             os.environ.setdefault("MLFLOW_TRACKING_URI", tracking.default_uri())
-            worker(cfg, url, args.worker, root)
+            try:
+                worker(cfg, url, args.worker, root)
+            except KeyboardInterrupt:
+                log.warning("worker %s interrupted: its running trial is marked failed",
+                            args.worker)  # fmt: skip
+                sys.exit(130)
             return
         try:
             study = run_sweep(cfg, url, args.workers, root, config)
         except KeyboardInterrupt:
-            log.warning("interrupted: running trials were stopped; rerun the command to resume")
+            from birnn import tracking
+
+            stopped = tracking.stop_sweep_run(cfg, url)
+            log.warning("interrupted: running trials were stopped%s; rerun the same command to "
+                        "resume the study", stopped)  # fmt: skip
             sys.exit(130)
         best = study.best_trial
         log.info(

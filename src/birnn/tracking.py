@@ -510,6 +510,21 @@ def finish_sweep_run(parent_run_id: str, study: Any, cfg: Any) -> None:
     MlflowClient().set_terminated(parent_run_id, status)
 
 
+def stop_sweep_run(cfg: Any, url: str) -> str:
+    """Ctrl-C: the sweep's parent run KILLED (a resumed sweep finishes it); what was done."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=cfg.study, storage=url)
+        parent = study.user_attrs.get("mlflow_parent_run_id")
+        if parent:
+            MlflowClient().set_terminated(parent, "KILLED")
+            return f", parent run {parent} marked KILLED"
+    except Exception as exc:  # interrupted before the study or the run existed
+        log.debug("no sweep run to stop: %s", exc)
+    return ""
+
+
 def mark_trial_runs_killed(study: Any, trial: Any) -> None:
     """A trial whose worker died: its runs (train's, evaluate's) still say RUNNING; mark them
     KILLED, as MLflow does for a run stopped by Ctrl-C."""
