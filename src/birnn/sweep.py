@@ -281,14 +281,14 @@ def storage_url(cfg: SweepConfig, override: str | None, root: Path) -> str:
 def open_storage(url: str, heartbeat_s: int, on_stale: Any = None) -> Any:
     """Optuna's RDB storage with heartbeats; a stale trial is failed and retried once."""
     import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         (Path(url.removeprefix("sqlite:///")).parent).mkdir(parents=True, exist_ok=True)
         # Two workers write at once: wait for the other's transaction instead of failing.
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
-    retry = RetryFailedTrialCallback(max_retry=1)
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
 
     def failed(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         log.warning(
@@ -303,7 +303,7 @@ def open_storage(url: str, heartbeat_s: int, on_stale: Any = None) -> Any:
             url,
             heartbeat_interval=heartbeat_s,
             grace_period=3 * heartbeat_s,
-            failed_trial_callback=failed,
+            heartbeat_stale_trial_callback=failed,
             **kwargs,
         )
     except Exception as exc:
@@ -432,6 +432,7 @@ def worker(cfg: SweepConfig, url: str, worker_id: str, root: Path) -> int:
     parent = study.user_attrs.get("mlflow_parent_run_id", "")
     done = 0
     failures = 0
+    last_error = name = ""
     while True:
         optuna.storages.fail_stale_trials(study)
         states = [t.state for t in study.get_trials(deepcopy=False)]
@@ -444,13 +445,19 @@ def worker(cfg: SweepConfig, url: str, worker_id: str, root: Path) -> int:
             time.sleep(cfg.heartbeat_s)  # the last trials are running elsewhere; stay to retry
             continue
         if failures > cfg.trials:
-            raise BirnnError(f"{failures} trials failed in worker {worker_id}: see .sweep logs")
+            raise BirnnError(
+                f"worker {worker_id} stops after {failures} failed trials; the last: {last_error} "
+                f"(its log: {checkout / ('.' + name + '.log')})"
+            )
         trial = study.ask()
         overrides = {**cfg.fixed, **{d.key: suggest(trial, d) for d in cfg.space}}
         name = trial_exp_name(cfg.study, trial.number)
         trial.set_user_attr("dvc_exp", name)
         trial.set_user_attr("worker", worker_id)
         env = {
+            # The stages run with this environment's Python and the checkout's own code.
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": str(checkout / "src"),
             "BIRNN_SWEEP_PARENT_RUN_ID": parent,
             "BIRNN_SWEEP_TRIAL": f"{cfg.study}:{trial.number}",
             "BIRNN_REGISTRY": os.environ.get("BIRNN_SWEEP_REGISTRY", "off"),
@@ -461,6 +468,7 @@ def worker(cfg: SweepConfig, url: str, worker_id: str, root: Path) -> int:
             fetch_experiment(root, checkout)
         except TrialFailed as exc:
             log.warning("trial %d failed: %s", trial.number, exc)
+            last_error = str(exc)
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             failures += 1
             continue
@@ -553,6 +561,18 @@ def best_commands(cfg: SweepConfig, study: Any) -> list[str]:
     return [f"dvc exp apply {best.user_attrs.get('dvc_exp', '?')}", f"dvc exp run {sets}"]
 
 
+def _quiet() -> None:
+    """Optuna flags its heartbeat API experimental, and ask() with heartbeats unusual: we
+    record the heartbeats ourselves. TensorFlow's start-up lines are noise here too."""
+    import warnings
+
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 def main(argv: list[str] | None = None) -> None:
     """``birnn sweep`` (and, internally, one worker with ``--worker ID``)."""
     parser = argparse.ArgumentParser(prog="birnn sweep", description=__doc__.split("\n")[0])
@@ -564,6 +584,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     cli.setup_logging()
+    _quiet()
     with cli.one_line_errors("birnn sweep"):
         config = Path(args.config)
         cfg = load_sweep(config)
