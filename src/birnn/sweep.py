@@ -104,15 +104,23 @@ def _lookup(raw_params: Mapping[str, Any], key: str) -> Any:
     return raw_params[section][name]
 
 
-def apply_overrides(raw_params: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict:
-    """A copy of the parsed ``params.yaml`` with dotted overrides; a scalar given for a list
-    (``model.units: 64`` where params has ``[50, 50]``) sets every entry."""
-    out = copy.deepcopy(dict(raw_params))
+def broadcast(raw_params: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The overrides as params.yaml takes them: a scalar given for a list-valued key
+    (``model.units: 64`` where params has ``[50, 50]``) sets every entry (``[64, 64]``)."""
+    out = {}
     for key, value in overrides.items():
-        current = _lookup(out, key)
-        section, name = key.split(".", 1)
+        current = _lookup(raw_params, key)
         if isinstance(current, list) and not isinstance(value, list):
             value = [value] * len(current)
+        out[key] = value
+    return out
+
+
+def apply_overrides(raw_params: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict:
+    """A copy of the parsed ``params.yaml`` with the dotted overrides (see :func:`broadcast`)."""
+    out = copy.deepcopy(dict(raw_params))
+    for key, value in broadcast(raw_params, overrides).items():
+        section, name = key.split(".", 1)
         out[section][name] = value
     return out
 
@@ -430,6 +438,7 @@ def worker(cfg: SweepConfig, url: str, worker_id: str, root: Path) -> int:
         root, root / SWEEP_DIR / "workers" / f"{cfg.study}-{worker_id}", head
     )
     parent = study.user_attrs.get("mlflow_parent_run_id", "")
+    raw_params = yaml.safe_load((checkout / "params.yaml").read_text())
     done = 0
     failures = 0
     last_error = name = ""
@@ -450,7 +459,8 @@ def worker(cfg: SweepConfig, url: str, worker_id: str, root: Path) -> int:
                 f"(its log: {checkout / ('.' + name + '.log')})"
             )
         trial = study.ask()
-        overrides = {**cfg.fixed, **{d.key: suggest(trial, d) for d in cfg.space}}
+        values = {**cfg.fixed, **{d.key: suggest(trial, d) for d in cfg.space}}
+        overrides = broadcast(raw_params, values)
         name = trial_exp_name(cfg.study, trial.number)
         trial.set_user_attr("dvc_exp", name)
         trial.set_user_attr("worker", worker_id)
@@ -549,7 +559,7 @@ def run_sweep(cfg: SweepConfig, url: str, workers: int, root: Path, config: Path
     return study
 
 
-def best_commands(cfg: SweepConfig, study: Any) -> list[str]:
+def best_commands(cfg: SweepConfig, study: Any, raw_params: Mapping[str, Any]) -> list[str]:
     best = study.best_trial
     overrides = {**cfg.fixed, **{d.key: best.params[d.key] for d in cfg.space}}
     for dim in cfg.space:  # choices that travelled as YAML text
@@ -557,7 +567,8 @@ def best_commands(cfg: SweepConfig, study: Any) -> list[str]:
             plain = all(isinstance(c, str | int | float | bool) or c is None for c in dim.choices)
             if not plain:
                 overrides[dim.key] = yaml.safe_load(overrides[dim.key])
-    sets = " ".join(f"'{a}'" if a != "-S" else a for a in set_args(overrides))
+    args = set_args(broadcast(raw_params, overrides))
+    sets = " ".join(f"'{a}'" if a != "-S" else a for a in args)
     return [f"dvc exp apply {best.user_attrs.get('dvc_exp', '?')}", f"dvc exp run {sets}"]
 
 
@@ -623,7 +634,8 @@ def main(argv: list[str] | None = None) -> None:
         log.info(
             "best trial %d: %s = %.4f with %s", best.number, cfg.metric, best.value, best.params
         )
-        for line in best_commands(cfg, study):
+        raw_params = yaml.safe_load(Path("params.yaml").read_text())
+        for line in best_commands(cfg, study, raw_params):
             print(line)
 
 

@@ -28,6 +28,7 @@ SPACE = {
     "space": {
         "train.learning_rate": {"low": 1.0e-3, "high": 1.0e-2, "log": True},
         "model.cell": ["lstm", "gru"],
+        "model.units": {"low": 16, "high": 32, "step": 16},  # one width for every layer
     },
 }
 

@@ -12,6 +12,7 @@ from birnn.errors import ConfigError
 from birnn.sweep import (
     apply_overrides,
     best_commands,
+    broadcast,
     objective_value,
     set_args,
     suggest,
@@ -79,6 +80,7 @@ def test_a_bad_sweep_file_is_one_line_naming_the_key(raw: dict, message: str) ->
 
 
 def test_a_scalar_for_a_list_key_sets_every_layer() -> None:
+    assert broadcast(PARAMS, {"model.units": 64}) == {"model.units": [64, 64]}
     out = apply_overrides(PARAMS, {"model.units": 64, "train.epochs": 2})
     assert out["model"]["units"] == [64] * len(PARAMS["model"]["units"])
     assert out["train"]["epochs"] == 2
@@ -128,6 +130,8 @@ def test_best_commands_reproduce_the_best_trial() -> None:
             suggest(trial, dim)
         trial.set_user_attr("dvc_exp", f"sweep-t00{trial.number}")
         study.tell(trial, value)
-    apply_line, run_line = best_commands(c, study)
+    apply_line, run_line = best_commands(c, study, PARAMS)
     assert apply_line == f"dvc exp apply sweep-t00{study.best_trial.number}"
     assert run_line.startswith("dvc exp run -S 'train.epochs=2' -S 'train.learning_rate=")
+    units = study.best_trial.params["model.units"]
+    assert f"-S 'model.units=[{units}, {units}]'" in run_line  # as params.yaml takes it
