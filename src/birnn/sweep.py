@@ -408,9 +408,13 @@ def run_trial(
         lines = (checkout / f".{name}.log").read_text(errors="replace").strip().splitlines()
         errors = [ln for ln in lines if ": error:" in ln or ln.startswith("ERROR")]
         raise TrialFailed(f"dvc exp run exited {res.returncode}: {(errors or lines or [''])[-1]}")
-    params = yaml.safe_load((checkout / "params.yaml").read_text())
-    restored = params["train"].get("early_stopping_patience") is not None
-    return objective_value(checkout / "reports/history.csv", cfg.metric, cfg.direction, restored)
+    try:
+        params = yaml.safe_load((checkout / "params.yaml").read_text())
+        restored = params["train"].get("early_stopping_patience") is not None
+        history = checkout / "reports/history.csv"
+        return objective_value(history, cfg.metric, cfg.direction, restored)
+    except (OSError, ValueError, KeyError) as exc:
+        raise TrialFailed(f"no {cfg.metric} from the run: {exc}") from None
 
 
 def fetch_experiment(root: Path, checkout: Path) -> None:
