@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -60,12 +59,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _port_answers(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def pg_bindir() -> Path | None:
@@ -582,17 +575,6 @@ def _reap(pid: int) -> None:
     """Collect an exited child of ours, so it does not linger as a zombie."""
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
-
-
-@contextlib.contextmanager
-def running(root: Path) -> Iterator[Stack]:
-    """A started stack in ``root`` for the length of a ``with`` block (tests, scripts)."""
-    stack = Stack(root)
-    try:
-        stack.up()
-        yield stack
-    finally:
-        stack.down()
 
 
 def main(argv: list[str] | None = None) -> None:
