@@ -33,6 +33,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import psutil
+
 from birnn import cli
 from birnn.errors import BirnnError
 
@@ -226,15 +228,12 @@ class Stack:
         if not pid:
             return None
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
             return None
-        except PermissionError:
+        except psutil.AccessDenied:
             return pid
-        stat = Path(f"/proc/{pid}/stat")
-        if stat.is_file() and stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z":
-            return None
-        return pid
+        return pid if alive else None
 
     def answers(self, service: str) -> bool:
         """Whether the service answers on its port: the health check ``status`` reports."""

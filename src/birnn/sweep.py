@@ -33,7 +33,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +235,14 @@ def load_sweep(path: Path, params_path: Path = Path("params.yaml")) -> SweepConf
 # One trial
 
 
+def _as_text(dim: Dimension) -> bool:
+    """Whether the dimension's choices travel through Optuna as YAML text (Optuna takes only
+    None, bool, int, float and str choices; a list such as ``[64, 64]`` is not one)."""
+    return dim.kind == "choice" and not all(
+        isinstance(c, str | int | float | bool) or c is None for c in dim.choices
+    )
+
+
 def suggest(trial: Any, dim: Dimension) -> Any:
     """The trial's value for one dimension (choices that are not plain scalars, such as lists,
     travel through Optuna as their YAML text)."""
@@ -242,8 +250,7 @@ def suggest(trial: Any, dim: Dimension) -> Any:
         return trial.suggest_float(dim.key, dim.low, dim.high, log=dim.log, step=dim.step)
     if dim.kind == "int":
         return trial.suggest_int(dim.key, dim.low, dim.high, log=dim.log, step=dim.step or 1)
-    plain = all(isinstance(c, str | int | float | bool) or c is None for c in dim.choices)
-    if plain:
+    if not _as_text(dim):
         return trial.suggest_categorical(dim.key, list(dim.choices))
     texts = [yaml.safe_dump(c, default_flow_style=True).strip() for c in dim.choices]
     return yaml.safe_load(trial.suggest_categorical(dim.key, texts))
@@ -259,7 +266,7 @@ def set_args(overrides: Mapping[str, Any]) -> list[str]:
     return args
 
 
-def objective_value(history_csv: Path, metric: str, direction: str, best_restored: bool) -> float:
+def objective_value(history_csv: Path, metric: str, best_restored: bool) -> float:
     """The trained model's validation score: the last epoch's, or with early stopping (which
     restores the best weights) that of the epoch with the lowest val_loss."""
     with history_csv.open() as fh:
@@ -350,7 +357,6 @@ def prepare_checkout(root: Path, dest: Path, head: str) -> Path:
         git("clone", "-q", "--no-checkout", str(root), str(dest), cwd=root)
     git("fetch", "-q", str(root), head, cwd=dest)
     git("checkout", "-q", "--force", "--detach", head, cwd=dest)
-    git("clean", "-q", "-fd", "--", "params.yaml", cwd=dest)
     # A worker killed mid-trial leaves DVC's lock files behind; the checkout is this worker's.
     for stale in ("lock", "rwlock"):
         (dest / ".dvc" / "tmp" / stale).unlink(missing_ok=True)
@@ -412,7 +418,7 @@ def run_trial(
         params = yaml.safe_load((checkout / "params.yaml").read_text())
         restored = params["train"].get("early_stopping_patience") is not None
         history = checkout / "reports/history.csv"
-        return objective_value(history, cfg.metric, cfg.direction, restored)
+        return objective_value(history, cfg.metric, restored)
     except (OSError, ValueError, KeyError) as exc:
         raise TrialFailed(f"no {cfg.metric} from the run: {exc}") from None
 
@@ -563,14 +569,32 @@ def run_sweep(cfg: SweepConfig, url: str, workers: int, root: Path, config: Path
     return study
 
 
+def _stop_parent_run(cfg: SweepConfig, url: str) -> str:
+    """Ctrl-C: the sweep's parent run KILLED (a resumed sweep finishes it); what was done."""
+    import optuna
+
+    from birnn import tracking
+
+    try:
+        parent = optuna.load_study(study_name=cfg.study, storage=url).user_attrs.get(
+            "mlflow_parent_run_id"
+        )
+        if parent:
+            tracking.end_sweep_run(parent, "KILLED")
+            return f", parent run {parent} marked KILLED"
+    except Exception as exc:  # interrupted before the study or its run existed
+        log.debug("no sweep run to stop: %s", exc)
+    return ""
+
+
 def best_commands(cfg: SweepConfig, study: Any, raw_params: Mapping[str, Any]) -> list[str]:
+    """``dvc exp apply`` of the best trial, and the ``dvc exp run -S ...`` that reproduces it."""
     best = study.best_trial
-    overrides = {**cfg.fixed, **{d.key: best.params[d.key] for d in cfg.space}}
-    for dim in cfg.space:  # choices that travelled as YAML text
-        if dim.kind == "choice" and isinstance(overrides[dim.key], str) and dim.key in best.params:
-            plain = all(isinstance(c, str | int | float | bool) or c is None for c in dim.choices)
-            if not plain:
-                overrides[dim.key] = yaml.safe_load(overrides[dim.key])
+    searched = {
+        d.key: yaml.safe_load(best.params[d.key]) if _as_text(d) else best.params[d.key]
+        for d in cfg.space
+    }
+    overrides = {**cfg.fixed, **searched}
     args = set_args(broadcast(raw_params, overrides))
     sets = " ".join(f"'{a}'" if a != "-S" else a for a in args)
     return [f"dvc exp apply {best.user_attrs.get('dvc_exp', '?')}", f"dvc exp run {sets}"]
@@ -604,8 +628,6 @@ def main(argv: list[str] | None = None) -> None:
         config = Path(args.config)
         cfg = load_sweep(config)
         if args.trials is not None or args.study:
-            from dataclasses import replace
-
             if args.trials is not None and args.trials < 1:
                 raise ConfigError("--trials must be at least 1")
             cfg = replace(cfg, trials=args.trials or cfg.trials, study=args.study or cfg.study)
@@ -628,11 +650,8 @@ def main(argv: list[str] | None = None) -> None:
         try:
             study = run_sweep(cfg, url, args.workers, root, config)
         except KeyboardInterrupt:
-            from birnn import tracking
-
-            stopped = tracking.stop_sweep_run(cfg, url)
             log.warning("interrupted: running trials were stopped%s; rerun the same command to "
-                        "resume the study", stopped)  # fmt: skip
+                        "resume the study", _stop_parent_run(cfg, url))  # fmt: skip
             sys.exit(130)
         best = study.best_trial
         log.info(

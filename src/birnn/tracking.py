@@ -445,7 +445,7 @@ def start_sweep_run(cfg: Any, storage: str) -> str:
             "sweep/space.yaml",
         )
     # Left RUNNING until the study is done: the UI shows the sweep as in progress.
-    MlflowClient().set_terminated(run.info.run_id, "RUNNING")
+    end_sweep_run(run.info.run_id, "RUNNING")
     return run.info.run_id
 
 
@@ -506,23 +506,12 @@ def finish_sweep_run(parent_run_id: str, study: Any, cfg: Any) -> None:
                 ax.figure.savefig(Path(tmp) / name, dpi=100)
                 plt.close(ax.figure)
             _mlflow.log_artifacts(tmp, "figures")
-    status = "FINISHED" if complete >= cfg.trials else "KILLED"
-    MlflowClient().set_terminated(parent_run_id, status)
+    end_sweep_run(parent_run_id, "FINISHED" if complete >= cfg.trials else "KILLED")
 
 
-def stop_sweep_run(cfg: Any, url: str) -> str:
-    """Ctrl-C: the sweep's parent run KILLED (a resumed sweep finishes it); what was done."""
-    import optuna
-
-    try:
-        study = optuna.load_study(study_name=cfg.study, storage=url)
-        parent = study.user_attrs.get("mlflow_parent_run_id")
-        if parent:
-            MlflowClient().set_terminated(parent, "KILLED")
-            return f", parent run {parent} marked KILLED"
-    except Exception as exc:  # interrupted before the study or the run existed
-        log.debug("no sweep run to stop: %s", exc)
-    return ""
+def end_sweep_run(run_id: str, status: str) -> None:
+    """Set the parent run's status (RUNNING while the study runs, then FINISHED or KILLED)."""
+    store.retrying(MlflowClient().set_terminated)(run_id, status)
 
 
 def mark_trial_runs_killed(study: Any, trial: Any) -> None:
@@ -530,11 +519,10 @@ def mark_trial_runs_killed(study: Any, trial: Any) -> None:
     KILLED, as MLflow does for a run stopped by Ctrl-C."""
     client = MlflowClient()
     tag = f"{study.study_name}:{trial.number}"
-    for exp in client.search_experiments():
-        runs = client.search_runs(
-            [exp.experiment_id],
-            filter_string=f"tags.`sweep.trial` = '{tag}' and attributes.status = 'RUNNING'",
-        )
-        for run in runs:
-            client.set_terminated(run.info.run_id, "KILLED")
-            log.warning("MLflow run %s of trial %s marked KILLED", run.info.run_id, tag)
+    runs = store.retrying(client.search_runs)(
+        [exp.experiment_id for exp in client.search_experiments()],
+        filter_string=f"tags.`sweep.trial` = '{tag}' and attributes.status = 'RUNNING'",
+    )
+    for run in runs:
+        store.retrying(client.set_terminated)(run.info.run_id, "KILLED")
+        log.warning("MLflow run %s of trial %s marked KILLED", run.info.run_id, tag)

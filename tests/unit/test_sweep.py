@@ -115,10 +115,10 @@ def test_objective_is_the_saved_models_validation_score(tmp_path: Path) -> None:
         "2,0.5,0.8,0.20,0.95\n"
         "3,0.4,0.9,0.25,0.94\n"
     )
-    assert objective_value(history, "val_accuracy", "maximize", best_restored=False) == 0.94
+    assert objective_value(history, "val_accuracy", best_restored=False) == 0.94
     # Early stopping restores the weights of the lowest val_loss: epoch 2.
-    assert objective_value(history, "val_accuracy", "maximize", best_restored=True) == 0.95
-    assert objective_value(history, "val_loss", "minimize", best_restored=False) == 0.25
+    assert objective_value(history, "val_accuracy", best_restored=True) == 0.95
+    assert objective_value(history, "val_loss", best_restored=False) == 0.25
 
 
 def test_best_commands_reproduce_the_best_trial() -> None:
