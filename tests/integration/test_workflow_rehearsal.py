@@ -12,6 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +22,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from birnn.stack import Stack
+from tests.conftest import REPO
 from tests.integration.pipeline import SMALL_RUN, TEAM_SMALL, env_for, git
 from tests.integration.rehearsal import (
     ACT,
@@ -381,3 +385,86 @@ def test_broken_workflows_are_caught(rehearsals: dict) -> None:
         for p in problems
     )
     assert "pull requests opened: []" in problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Offline by construction: nothing reaches GitHub, even when asked to.
+
+
+def test_an_action_without_a_local_source_stops_the_rehearsal(tmp_path: Path) -> None:
+    if not ACT.exists() or not ACTIONS_DIR.is_dir():
+        pytest.skip(f"no act at {ACT} or no pinned actions at {ACTIONS_DIR}")
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO / "scripts" / "ci", repo / "scripts" / "ci")
+    workflow = repo / ".github" / "workflows" / "other.yml"
+    workflow.parent.mkdir(parents=True)
+    workflow.write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
+        f"      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683\n"
+        f"      - uses: someone/else@{'0' * 40}\n"
+    )
+    env = {
+        **os.environ,
+        "ACT": str(ACT),
+        "PYTHON": sys.executable,
+        "BIRNN_ACTIONS_DIR": str(ACTIONS_DIR),
+        "REHEARSAL_OUT": str(tmp_path / "out"),
+    }
+    res = subprocess.run(
+        ["bash", "scripts/ci/rehearse.sh", "push", "other.yml"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 1
+    assert f"no local source for someone/else@{'0' * 40}" in res.stderr
+    assert "refusing to let act fetch it" in res.stderr
+
+
+def test_the_gh_stand_in_records_and_refuses_github(tmp_path: Path) -> None:
+    gh = REPO / "scripts" / "ci" / "stand-ins" / "gh" / "gh"
+    report = tmp_path / "report.md"
+    report.write_text("<!-- birnn-report -->\nhello\n")
+    env = {
+        **os.environ,
+        "REHEARSAL_OUT": str(tmp_path),
+        "GH_TOKEN": WRITE_TOKEN,
+        "GITHUB_API_URL": "https://api.github.com",
+    }
+    args = ["api", "-X", "POST", "repos/acme/birnn/issues/3/comments", "-F", f"body=@{report}"]
+    res = subprocess.run([sys.executable, str(gh), *args], env=env, capture_output=True, text=True)
+    assert res.returncode == 1
+    assert "refusing to call https://api.github.com" in res.stderr
+    (call,) = [json.loads(x) for x in (tmp_path / "gh" / "calls.jsonl").read_text().splitlines()]
+    assert (call["method"], call["endpoint"]) == ("POST", "repos/acme/birnn/issues/3/comments")
+    assert call["fields"] == {"body": report.read_text()}
+
+    # Against a loopback stand-in it is `gh`: paginated, filtered by --jq, token refused or not.
+    api = GitHubAPI()
+    try:
+        env["GITHUB_API_URL"] = api.url()
+        assert subprocess.run([sys.executable, str(gh), *args], env=env).returncode == 0
+        res = subprocess.run(
+            [
+                sys.executable,
+                str(gh),
+                "api",
+                "repos/acme/birnn/issues/3/comments",
+                "--paginate",
+                "--jq",
+                ".[] | .id",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert res.stdout.split() == [str(next(iter(api.comments)))]
+        env["GH_TOKEN"] = READ_TOKEN
+        res = subprocess.run(
+            [sys.executable, str(gh), *args], env=env, capture_output=True, text=True
+        )
+        assert res.returncode == 1 and "(HTTP 403)" in res.stderr
+    finally:
+        api.stop()
