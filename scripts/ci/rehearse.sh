@@ -57,6 +57,11 @@ for uses in $(grep -ohE 'uses: *[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+@[0-9a-f]{40}' ".
   maps+=(--local-repository "$uses=$src")
 done
 
+# Run inside a job (tests.yml rehearsed runs this script from its tests): nothing of the outer
+# run reaches this one.
+while read -r var; do unset "$var"; done < <(compgen -e | grep -E '^(GITHUB_|RUNNER_|ACTIONS_)')
+unset BASH_ENV NODE_OPTIONS
+
 # The job's shells and node processes load the probes; `gh` is the stand-in.
 rc=0
 PATH="$stand_ins/gh:$PATH" "$act" "${event%%.*}" -e "$event_json" -W ".github/workflows/$workflow" \

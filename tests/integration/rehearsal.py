@@ -31,6 +31,7 @@ ORIGIN_URL = f"https://github.com/{SLUG}.git"
 # The token GitHub gives a run: write access, or read-only (pull requests from forks).
 WRITE_TOKEN = "ghs_rehearsal_write"
 READ_TOKEN = "ghs_rehearsal_read"
+OUTER_RUN = ("GITHUB_", "RUNNER_", "ACTIONS_", "REHEARSAL_", "BASH_ENV", "NODE_OPTIONS")
 TEAM_SECRETS = (
     "DVC_REMOTE_URL",
     "DVC_REMOTE_ENDPOINT_URL",
@@ -208,6 +209,9 @@ class Rehearsal:
         self.out = repo.parent / f"{name or repo.name}-rehearsal"
         self.log_path = self.out.parent / f"{self.out.name}.jsonl"
         self.err_path = self.out.parent / f"{self.out.name}.stderr"
+        # A fresh start even inside a job (tests.yml rehearsed): none of the outer run's
+        # GitHub variables or probes.
+        env = {k: v for k, v in env.items() if not k.startswith(OUTER_RUN)}
         run_env = {
             **env,
             "ACT": str(ACT),
