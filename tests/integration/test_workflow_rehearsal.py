@@ -34,6 +34,7 @@ from tests.integration.rehearsal import (
     Rehearsal,
     Result,
     rehearsal_repo,
+    require_act,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.workflows]
@@ -237,8 +238,7 @@ def check_push(r: Result, secrets: dict[str, str], only=None) -> list[str]:
 def rehearsals(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path
 ) -> Iterator[dict]:
-    if not ACT.exists() or not ACTIONS_DIR.is_dir():
-        pytest.skip(f"no act at {ACT} or no pinned actions at {ACTIONS_DIR}")
+    require_act()
     try:
         stack: Stack | None = request.getfixturevalue("stack")
     except pytest.skip.Exception:
@@ -286,7 +286,9 @@ def finish(rehearsals: dict, name: str) -> tuple[Result, GitHubAPI]:
     rehearsal, api = rehearsals["started"][name]
     r = rehearsal.wait()
     jobs = {j: v["conclusion"] for j, v in r.jobs().items()}
-    log.warning("rehearsal %s: act exited %d after %.0fs, jobs %s", name, r.rc, r.seconds, jobs)
+    log.warning(
+        "rehearsal %s: act exited %d, its log spans %.0fs, jobs %s", name, r.rc, r.seconds, jobs
+    )
     return r, api
 
 
@@ -351,7 +353,7 @@ def test_schedule_opens_the_pull_request_and_the_merge_passes_the_push_checks(
         )
     )
     push = Rehearsal(repo, "push", env, secrets, event_json=event, name="push").wait()
-    log.warning("rehearsal push: act exited %d after %.0fs", push.rc, push.seconds)
+    log.warning("rehearsal push: act exited %d, its log spans %.0fs", push.rc, push.seconds)
     assert check_push(push, secrets) == [], push.output("retrain")[-2000:] + push.output(
         "remote-check"
     )
@@ -392,8 +394,7 @@ def test_broken_workflows_are_caught(rehearsals: dict) -> None:
 
 
 def test_an_action_without_a_local_source_stops_the_rehearsal(tmp_path: Path) -> None:
-    if not ACT.exists() or not ACTIONS_DIR.is_dir():
-        pytest.skip(f"no act at {ACT} or no pinned actions at {ACTIONS_DIR}")
+    require_act()
     repo = tmp_path / "repo"
     shutil.copytree(REPO / "scripts" / "ci", repo / "scripts" / "ci")
     workflow = repo / ".github" / "workflows" / "other.yml"

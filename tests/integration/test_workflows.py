@@ -10,21 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.conftest import REPO
 from tests.integration.pipeline import commit_all, dvc, env_for, make_project, set_params, sh
+from tests.integration.rehearsal import load_workflow
 
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 SHA_PIN = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@[0-9a-f]{40}$")
-
-
-def load(path: Path) -> dict:
-    # PyYAML reads the key `on` as True; normalise it back.
-    data = yaml.safe_load(path.read_text())
-    if True in data:
-        data["on"] = data.pop(True)
-    return data
 
 
 def test_workflows_exist() -> None:
@@ -61,7 +53,7 @@ def test_workflows_match_github_schema() -> None:
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_least_privilege_and_pinning(path: Path) -> None:
-    wf = load(path)
+    wf = load_workflow(path)
     text = path.read_text()
     assert wf["permissions"] == {"contents": "read"}
     assert wf["concurrency"]["cancel-in-progress"] is True
@@ -79,7 +71,7 @@ def test_least_privilege_and_pinning(path: Path) -> None:
 
 
 def test_retrain_triggers_and_inputs() -> None:
-    on = load(REPO / ".github/workflows/retrain.yml")["on"]
+    on = load_workflow(REPO / ".github/workflows/retrain.yml")["on"]
     assert set(on) == {"push", "pull_request", "schedule", "workflow_dispatch"}
     assert on["push"]["branches"] == ["main"]
     for event in ("push", "pull_request"):
@@ -95,7 +87,7 @@ def test_retrain_triggers_and_inputs() -> None:
         } <= set(on[event]["paths"])
     assert on["schedule"][0]["cron"]
     assert "epochs" in on["workflow_dispatch"]["inputs"]
-    jobs = load(REPO / ".github/workflows/retrain.yml")["jobs"]
+    jobs = load_workflow(REPO / ".github/workflows/retrain.yml")["jobs"]
     assert jobs["retrain"]["permissions"] == {"contents": "read", "pull-requests": "write"}
 
 
@@ -148,7 +140,7 @@ def test_retrain_script_reports_real_diffs(tmp_path: Path, mnist_dir: Path) -> N
 
 def test_pull_requests_never_get_team_secrets_nor_register() -> None:
     path = REPO / ".github/workflows/retrain.yml"
-    wf = load(path)
+    wf = load_workflow(path)
     assert "env" not in wf or not any("secrets." in str(v) for v in wf["env"].values())
     guarded = "github.event_name != 'pull_request' && secrets."
     lines = [ln for ln in path.read_text().splitlines() if "secrets." in ln]
@@ -164,7 +156,7 @@ def test_pull_requests_never_get_team_secrets_nor_register() -> None:
 
 
 def test_only_the_proposing_job_writes_and_only_it_pushes_outputs() -> None:
-    jobs = load(REPO / ".github/workflows/retrain.yml")["jobs"]
+    jobs = load_workflow(REPO / ".github/workflows/retrain.yml")["jobs"]
     writers = {name for name, job in jobs.items() if "write" in job["permissions"].values()}
     assert writers == {"retrain", "propose"}  # retrain: the PR comment only
     assert jobs["retrain"]["permissions"]["contents"] == "read"
@@ -185,7 +177,7 @@ def test_only_the_proposing_job_writes_and_only_it_pushes_outputs() -> None:
 
 
 def test_push_compares_against_the_push_before_commit() -> None:
-    job = load(REPO / ".github/workflows/retrain.yml")["jobs"]["retrain"]
+    job = load_workflow(REPO / ".github/workflows/retrain.yml")["jobs"]["retrain"]
     step = next(st for st in job["steps"] if st.get("name") == "Retrain and report")
     assert step["env"]["BEFORE"] == "${{ github.event.before }}"
     assert "scripts/ci/base_rev.sh" in step["run"]
