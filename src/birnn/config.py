@@ -24,9 +24,13 @@ CELLS = ("lstm", "gru", "simple_rnn")
 MERGE_MODES = ("concat", "sum", "mul", "ave")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 LR_SCHEDULES = ("constant", "cosine")
-PROMOTE_MODES = ("auto", "always", "never")
 # Metrics the registry may rank models by, and whether higher is better.
 SELECTION_METRICS = {"test_accuracy": True, "macro_f1": True, "test_loss": False}
+# Keys that existed once: what to do instead, in the one-line error.
+REMOVED_KEYS = {
+    "registry.promote": "evaluate only registers versions now; `birnn promote` moves the "
+    "champion to the model of the committed dvc.lock (delete this key)",
+}
 
 
 @dataclass(frozen=True)
@@ -143,12 +147,11 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class RegistryConfig:
-    """Which registered model evaluated models join, and when ``champion`` moves."""
+    """Which registered model evaluated models join, and what ``birnn promote`` compares."""
 
     model_name: str | None = None
     metric: str = "test_accuracy"
     min_improvement: float = 0.0
-    promote: str = "auto"
 
     def validate(self) -> None:
         if self.model_name is not None and not self.model_name.strip():
@@ -158,7 +161,6 @@ class RegistryConfig:
             raise ConfigError(
                 f"registry.min_improvement must be >= 0 and < 1, got {self.min_improvement}"
             )
-        _choice("registry.promote", self.promote, PROMOTE_MODES)
 
 
 @dataclass(frozen=True)
@@ -253,6 +255,8 @@ def _section(cls: type, name: str, raw: Any) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in raw.items():
+        if f"{name}.{key}" in REMOVED_KEYS:
+            raise ConfigError(f"{name}.{key} was removed: {REMOVED_KEYS[f'{name}.{key}']}")
         if key not in names:
             raise _unknown(f"{name}.{key}", names)
         kwargs[key] = _coerce(f"{name}.{key}", value, hints[key])

@@ -3,7 +3,8 @@
 Writes DVC metrics and plots data under ``reports/``, matplotlib figures under
 ``reports/figures/``, and adds all of it, plus the model, to the training run in MLflow (or to a
 new run linked to it, when that run was evaluated before), where the model becomes a new
-registry version (see :mod:`birnn.registry` for when it becomes ``champion``).
+registry version. Evaluate never moves the ``champion`` alias: ``birnn promote`` does
+(:mod:`birnn.promote`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +155,34 @@ def log_to_mlflow(
     if not registry.registry_enabled():
         log.info("%s=off: the model is logged, not registered", registry.REGISTRY_ENV)
         return
-    registry.register(client, params, model_uri, m, run_id, weights_sha, code_sha)
+    version = registry.register(
+        client, name, model_uri, m, registration_tags(run_id, weights_sha, code_sha)
+    )
+    # Registering never moves the champion: promotion is its own, explicit step.
+    log.info(
+        "registered %s version %s; `birnn promote` makes the model of the committed "
+        "dvc.lock champion",
+        name,
+        version.version,
+    )
+
+
+def registration_tags(run_id: str, weights_sha: str, code_sha: str) -> dict[str, str]:
+    """What a version carries besides its scores: the run, the model's digests, its lineage."""
+    from birnn import lineage, registry
+
+    dirty = lineage.uncommitted_changes()
+    tags = {
+        "run_id": run_id,
+        registry.WEIGHTS: weights_sha,
+        registry.MODEL_MD5: lineage.dvc_md5(paths.MODEL_FILE),
+        registry.MODEL_CODE: code_sha,
+        "git.commit": lineage.git("rev-parse", "HEAD") or "unknown",
+        "git.dirty": "unknown" if dirty is None else str(bool(dirty)).lower(),
+    }
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+    return tags
 
 
 def main() -> None:

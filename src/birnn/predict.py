@@ -253,20 +253,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     sys.exit(code)
 
 
-def console() -> None:
-    """The ``birnn`` console script: ``birnn predict ...`` or ``birnn sweep ...``."""
-    if len(sys.argv) >= 2 and sys.argv[1] == "sweep":
-        from birnn import sweep
-
-        sweep.main(sys.argv[2:])
-        return
-    if len(sys.argv) < 2 or sys.argv[1] != "predict":
-        print("usage: birnn predict IMAGE... [--model URI] [--top K] [--json] [--output CSV]\n"
-              "       birnn sweep [--config sweep.yaml] [--workers N] [--trials N] "
-              "[--storage URL] [--study NAME]", file=sys.stderr)  # fmt: skip
-        sys.exit(2)
-    main(sys.argv[2:])
-
-
 if __name__ == "__main__":
     main()

@@ -1,27 +1,28 @@
-"""The model registry: every evaluated model becomes a version, and the ``champion`` alias
-moves to it only when the promotion policy (``params.yaml``'s ``registry`` section) allows it
-and it beats the current champion.
+"""The model registry: every evaluated model becomes a version; ``champion`` moves only when
+``birnn promote`` (:mod:`birnn.promote`) says so, through :func:`move_champion`.
 
-Correct under failure and concurrency:
+Promises, and how they hold under failure and concurrency:
 
-- A version's tags (its metric, weights digest, whether it may compete) are written before the
-  alias moves, so a kill in between never leaves a champion without its score.
-- A champion without the metric tag (set by hand in the UI, or left by an older version of this
-  code) is compared by its run's logged metric; with neither, the alias stays and the decision
-  says why.
-- Read-compare-set is not atomic across processes: after moving (or not moving) the alias, the
-  champion is read back and compared with every competing version registered since; the best
-  ends as champion whatever order two evaluations interleave in.
-- The same weights are registered once: an evaluation of weights already in the registry
-  (``dvc repro -f evaluate``) links to the existing version instead of adding one, unless the
-  model's packaging code (its input contract) changed since.
-- ``BIRNN_REGISTRY=off`` registers nothing (CI's pull-request runs).
+- :func:`register` adds a version with its scores, weights digest, DVC md5, model code digest
+  and lineage as tags, and never touches an alias. ``BIRNN_REGISTRY=off`` registers nothing.
+- A move of ``champion`` writes its audit record (who, when, which commit, why, the champion
+  before) as tags on the new version *before* any alias moves; then ``previous`` is pointed at
+  the outgoing champion, and only then ``champion`` at the new one. A kill between two of these
+  writes leaves ``champion`` where it was (and at worst ``previous`` equal to it): the same
+  ``birnn promote`` run again finishes the move.
+- Every move is kept as a ``champion.move.<ms>`` tag (JSON) on the version it moved to, so
+  :func:`history` lists all of them, even when a version was champion twice.
+- The same model is registered once: :func:`versions_of_model` finds versions by the model
+  file's DVC md5 (or its weights digest), and two processes that each registered the same model
+  at once keep the lowest version (:func:`canonical`); the other deletes its own duplicate.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,34 +31,34 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from birnn import lineage, store
+from birnn import store
 from birnn.config import SELECTION_METRICS, Params
 
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+PREVIOUS = "previous"
 REGISTRY_ENV = "BIRNN_REGISTRY"
 # Version tags this module writes.
-CANDIDATE = "champion_candidate"
 WEIGHTS = "weights_sha256"
+MODEL_MD5 = "model_md5"  # DVC's md5 of models/model.keras: what dvc.lock names
 MODEL_CODE = "model_code_sha256"  # the code the logged model carries (its input contract)
-MAIN_BRANCHES = ("main", "master")
-RECHECKS = 5
+BLOCKED = "champion_blocked"  # set by --rollback: promote refuses the version unless forced
+MOVE_PREFIX = "champion.move."
 
 
 @dataclass(frozen=True)
 class Policy:
-    """How ``champion`` is chosen: the metric, its direction, the margin, who may promote."""
+    """How ``champion`` is chosen: the metric, its direction and the margin to beat."""
 
     metric: str
     higher_is_better: bool
     min_improvement: float
-    promote: str
 
     @classmethod
     def from_params(cls, params: Params) -> Policy:
         r = params.registry
-        return cls(r.metric, SELECTION_METRICS[r.metric], r.min_improvement, r.promote)
+        return cls(r.metric, SELECTION_METRICS[r.metric], r.min_improvement)
 
     def beats(self, new: float, old: float) -> bool:
         """Whether ``new`` is better than ``old`` by more than the minimum improvement."""
@@ -71,23 +72,15 @@ def registry_enabled() -> bool:
     return os.environ.get(REGISTRY_ENV, "").strip().lower() not in ("off", "0", "false", "no")
 
 
-def may_promote(policy: Policy) -> tuple[bool, str]:
-    """Whether this run may move the alias under ``registry.promote``, and why (not)."""
-    if policy.promote == "always":
-        return True, "registry.promote=always"
-    if policy.promote == "never":
-        return False, "registry.promote=never"
-    exp = os.environ.get("DVC_EXP_NAME")
-    if exp:
-        return False, f"registry.promote=auto and this is DVC experiment {exp!r}"
-    branch = lineage.git_branch()
-    if branch not in MAIN_BRANCHES:
-        return False, f"registry.promote=auto and the branch is {branch or 'unknown'!r}, not main"
-    changed = lineage.uncommitted_changes()
-    if changed:
-        shown = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
-        return False, f"registry.promote=auto and uncommitted changes: {shown}"
-    return True, "registry.promote=auto on main with a clean tree"
+def versions(client: MlflowClient, name: str) -> list[ModelVersion]:
+    """Every version of ``name``, oldest first (none when the model is not registered)."""
+    try:
+        found = list(client.search_model_versions(f"name='{name}'"))
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return []
+        raise
+    return sorted(found, key=lambda v: int(v.version))
 
 
 def version_by_weights(
@@ -95,24 +88,37 @@ def version_by_weights(
 ) -> ModelVersion | None:
     """The version that already holds these exact weights (packaged by the same model code,
     when ``code_sha`` is given: a new input contract is a new version), if any."""
-    for v in _versions(client, name):
+    for v in versions(client, name):
         if v.tags.get(WEIGHTS) == weights_sha and code_sha in (None, v.tags.get(MODEL_CODE)):
             return v
     return None
 
 
-def _versions(client: MlflowClient, name: str) -> list[ModelVersion]:
-    try:
-        return list(client.search_model_versions(f"name='{name}'"))
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return []
-        raise
+def versions_of_model(
+    client: MlflowClient, name: str, model_md5: str, weights_sha: str | None
+) -> list[ModelVersion]:
+    """Versions holding the model that ``dvc.lock`` names (by md5, else by weights digest)."""
+    return [
+        v
+        for v in versions(client, name)
+        if v.tags.get(MODEL_MD5) == model_md5
+        or (weights_sha and v.tags.get(WEIGHTS) == weights_sha)
+    ]
 
 
-def _champion(client: MlflowClient, name: str) -> ModelVersion | None:
+def canonical(found: list[ModelVersion], code_sha: str | None) -> ModelVersion | None:
+    """The version promote uses among those of one model: packaged by ``code_sha`` if any is,
+    then the lowest number (so concurrent registrations agree)."""
+    if not found:
+        return None
+    same_code = [v for v in found if code_sha and v.tags.get(MODEL_CODE) == code_sha]
+    return min(same_code or found, key=lambda v: int(v.version))
+
+
+def alias(client: MlflowClient, name: str, which: str) -> ModelVersion | None:
+    """The version an alias points at, or None."""
     try:
-        return client.get_model_version_by_alias(name, CHAMPION)
+        return client.get_model_version_by_alias(name, which)
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
@@ -138,112 +144,93 @@ def score_of(client: MlflowClient, version: ModelVersion, metric: str) -> float 
 
 def register(
     client: MlflowClient,
-    params: Params,
+    name: str,
     model_uri: str,
     metrics: dict[str, float],
-    run_id: str,
-    weights_sha: str,
-    code_sha: str | None = None,
-) -> dict[str, Any]:
-    """Register ``model_uri`` as a new version with its tags, then decide the champion."""
-    name = params.registered_model_name
+    tags: dict[str, str],
+) -> ModelVersion:
+    """Register ``model_uri`` as a new version of ``name``, tagged with its selection metrics
+    and ``tags``; tag the active run (if any) with the version. No alias moves."""
     client = store.Retrying(client)
-    policy = Policy.from_params(params)
-    allowed, why = may_promote(policy)
-    score = float(metrics[policy.metric])
     version = store.retrying(mlflow.register_model)(model_uri, name).version
-    # Tags first: the alias must never point at a version whose score is not yet recorded.
-    tags = {
-        policy.metric: f"{score:.6f}",
-        WEIGHTS: weights_sha,
-        CANDIDATE: str(allowed).lower(),
-        "run_id": run_id,
-    }
-    if code_sha:
-        tags[MODEL_CODE] = code_sha
-    for key, value in tags.items():
+    all_tags = {k: f"{float(metrics[k]):.6f}" for k in SELECTION_METRICS if k in metrics}
+    all_tags.update(tags)
+    for key, value in all_tags.items():
         client.set_model_version_tag(name, version, key, value)
-    if allowed:
-        decision, before = promote(client, name, policy, version, score)
-    else:
-        champ = _champion(client, name)
-        decision = f"not a candidate: {why}"
-        before = score_of(client, champ, policy.metric) if champ else None
-    client.set_model_version_tag(name, version, "champion_decision", decision)
-    client.set_model_version_tag(
-        name,
-        version,
-        f"champion_{policy.metric}_before",
-        "none" if before is None else f"{before:.6f}",
-    )
-    store.retrying(mlflow.set_tags)(
-        {"registry.version": str(version), "registry.decision": decision}
-    )
-    log.info("registered %s version %s: %s", name, version, decision)
-    return {"version": int(version), "decision": decision}
+    if mlflow.active_run() is not None:
+        store.retrying(mlflow.set_tags)({"registry.version": str(version)})
+    log.info("registered %s version %s", name, version)
+    return client.get_model_version(name, version)
 
 
 def link_existing(version: ModelVersion) -> None:
     """Tag the active run with the version that already holds its weights."""
-    decision = f"same weights as version {version.version}: not registered again"
+    note = f"same weights as version {version.version}: not registered again"
     store.retrying(mlflow.set_tags)(
-        {"registry.version": str(version.version), "registry.decision": decision}
+        {"registry.version": str(version.version), "registry.note": note}
     )
-    log.info("%s", decision)
+    log.info("%s", note)
 
 
-def promote(
-    client: MlflowClient, name: str, policy: Policy, version: str, score: float
-) -> tuple[str, float | None]:
-    """Move ``champion`` to ``version`` if it is better; return the decision and the old score."""
-    champ = _champion(client, name)
-    base = int(champ.version) if champ else 0
-    before = score_of(client, champ, policy.metric) if champ else None
-    if champ is None:
-        client.set_registered_model_alias(name, CHAMPION, version)
-        decision = "promoted: there was no champion"
-    elif before is None:
-        decision = (
-            f"not promoted: champion version {champ.version} has no {policy.metric} "
-            "(neither a tag nor a run metric); set the alias by hand"
-        )
-        log.warning("%s", decision)
-        return decision, None
-    elif policy.beats(score, before):
-        client.set_registered_model_alias(name, CHAMPION, version)
-        decision = f"promoted over version {champ.version}"
-    else:
-        decision = f"kept version {champ.version} as champion"
-    settled = settle(client, name, policy, base)
-    if settled is not None:
-        decision += f"; then version {settled} won a concurrent promotion"
-    return decision, before
+def delete_version(client: MlflowClient, name: str, version: str) -> None:
+    """Remove a version this process registered twice by accident (see :func:`canonical`)."""
+    store.Retrying(client).delete_model_version(name, version)
 
 
-def settle(client: MlflowClient, name: str, policy: Policy, base: int) -> str | None:
-    """Re-read the champion and move it to any better candidate registered after ``base``.
+@dataclass(frozen=True)
+class Move:
+    """One move of ``champion``: what :func:`move_champion` records and :func:`history` lists."""
 
-    Two evaluations promoting at once may each have compared against a stale champion; every
-    promoter runs this after its own move, so the last one to finish leaves the best in place.
-    Returns the version this call moved the alias to, if it moved it.
-    """
-    moved = None
-    for _ in range(RECHECKS):
-        champ = _champion(client, name)
-        champ_score = score_of(client, champ, policy.metric) if champ else None
-        if champ is not None and champ_score is None:
-            return moved  # a champion of unknown score was set by hand: leave it
-        best, best_score = champ, champ_score
-        for v in _versions(client, name):
-            if int(v.version) <= base or v.tags.get(CANDIDATE) != "true":
+    action: str  # promote | rollback
+    version: str
+    previous: str | None
+    commit: str
+    reason: str
+    by: str
+    at: str
+
+    def as_tags(self) -> dict[str, str]:
+        record = json.dumps(self.__dict__, sort_keys=True)
+        millis = int(time.time() * 1000)
+        return {
+            f"{MOVE_PREFIX}{millis}": record,
+            "promoted_at": self.at,
+            "promoted_commit": self.commit,
+            "promoted_previous": self.previous or "none",
+            "promoted_reason": self.reason,
+            "promoted_by": self.by,
+        }
+
+
+def move_champion(client: MlflowClient, name: str, move: Move) -> None:
+    """Audit tags on the new champion, then ``previous``, then ``champion`` (see above)."""
+    client = store.Retrying(client)
+    for key, value in move.as_tags().items():
+        client.set_model_version_tag(name, move.version, key, value)
+    if BLOCKED in client.get_model_version(name, move.version).tags:
+        client.delete_model_version_tag(name, move.version, BLOCKED)  # chosen again on purpose
+    if move.previous is not None and move.previous != move.version:
+        client.set_registered_model_alias(name, PREVIOUS, move.previous)
+    client.set_registered_model_alias(name, CHAMPION, move.version)
+    log.info("%s: champion is version %s (was %s)", name, move.version, move.previous)
+
+
+def block(client: MlflowClient, name: str, version: str, why: str) -> None:
+    """Mark a version rolled back: ``birnn promote`` refuses it unless ``--force``."""
+    store.Retrying(client).set_model_version_tag(name, version, BLOCKED, why)
+
+
+def history(client: MlflowClient, name: str) -> list[dict[str, Any]]:
+    """Every recorded move of ``champion`` for ``name``, oldest first."""
+    moves = []
+    for v in versions(client, name):
+        for key, value in v.tags.items():
+            if not key.startswith(MOVE_PREFIX):
                 continue
-            s = score_of(client, v, policy.metric)
-            if s is None or (champ is not None and v.version == champ.version):
+            try:
+                record = json.loads(value)
+            except json.JSONDecodeError:
                 continue
-            if best_score is None or policy.beats(s, best_score):
-                best, best_score = v, s
-        if best is None or (champ is not None and best.version == champ.version):
-            return moved
-        client.set_registered_model_alias(name, CHAMPION, best.version)
-        moved = best.version
-    return moved
+            record["millis"] = int(key[len(MOVE_PREFIX) :])
+            moves.append(record)
+    return sorted(moves, key=lambda m: m["millis"])

@@ -19,7 +19,7 @@ from typing import Any
 
 from birnn import paths
 from birnn.cli import run_stage
-from birnn.config import load_params
+from birnn.config import Params, load_params
 from birnn.errors import BirnnError
 from birnn.files import write_text
 
@@ -71,6 +71,33 @@ def table(diff: dict[str, dict[str, dict[str, Any]]], with_diff: bool) -> str:
     return "\n".join(rows) + "\n"
 
 
+def on_merge(
+    params: Params, metrics: dict[str, Any], base_metrics: dict[str, Any], base: str
+) -> str:
+    """What ``birnn promote`` would decide once this lands on main, judged against the base's
+    committed ``reports/metrics.json`` (main's model is champion when CI promoted it)."""
+    from birnn.registry import Policy  # imports MLflow: only when a report is rendered
+
+    policy = Policy.from_params(params)
+    metric, floor = policy.metric, params.evaluate.min_test_accuracy
+    score, old = metrics.get(metric), base_metrics.get(metric)
+    acc = metrics.get("test_accuracy")
+    if score is None or acc is None or acc < floor:
+        return (
+            f"**refuse** this model: test_accuracy {_fmt(acc)} is below "
+            f"`evaluate.min_test_accuracy` {floor}"
+        )
+    if old is None:
+        return f"**promote** this model: `{base}` has no committed {metric} to compare with"
+    if policy.beats(float(score), float(old)):
+        return f"**promote** this model: {metric} {_fmt(score)} beats `{base}`'s {_fmt(old)}"
+    margin = f" by more than {policy.min_improvement}" if policy.min_improvement else ""
+    return (
+        f"**keep** the current champion: {metric} {_fmt(score)} does not beat "
+        f"`{base}`'s {_fmt(old)}{margin}"
+    )
+
+
 def render(
     metrics_diff: dict,
     params_diff: dict,
@@ -78,6 +105,7 @@ def render(
     metrics: dict[str, Any],
     threshold: float,
     artifact_url: str | None = None,
+    promotion: str | None = None,
 ) -> str:
     """The whole Markdown report."""
     acc = metrics.get("test_accuracy")
@@ -97,6 +125,13 @@ def render(
         "",
         table(params_diff, with_diff=False),
     ]
+    if promotion:
+        parts += [
+            "### On merge",
+            "",
+            f"`birnn promote` on main would {promotion}.",
+            "",
+        ]
     if artifact_url:
         parts += [
             "### Figures",
@@ -142,13 +177,18 @@ def main(argv: list[str] | None = None) -> None:
         if args.check:
             check_threshold(metrics, threshold)
             return
+        metrics_diff = dvc_json("metrics", "diff", args.base, "--all")
+        old = {
+            k: v.get("old") for k, v in metrics_diff.get(paths.METRICS_JSON.as_posix(), {}).items()
+        }
         text = render(
-            dvc_json("metrics", "diff", args.base, "--all"),
+            metrics_diff,
             dvc_json("params", "diff", args.base),
             args.base,
             metrics,
             threshold,
             args.artifact_url,
+            on_merge(params, metrics, {k: v for k, v in old.items() if v is not None}, args.base),
         )
         if args.out:
             write_text(args.out, text)

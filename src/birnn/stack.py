@@ -577,9 +577,7 @@ def _reap(pid: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m birnn.stack", description="The team stack on 127.0.0.1."
-    )
+    parser = argparse.ArgumentParser(prog="birnn stack", description="The team stack on 127.0.0.1.")
     parser.add_argument("command", choices=["up", "down", "status", "dvc-remote"])
     parser.add_argument(
         "--dir",

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import keras
 import mlflow
 import numpy as np
 import requests
@@ -122,6 +121,7 @@ def _first_line(exc: BaseException) -> str:
 
 def lineage_tags(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Git commit, dirty flag, experiment name, library versions, host."""
+    import keras
     import tensorflow as tf
 
     dirty = lineage.uncommitted_changes()
@@ -298,16 +298,22 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     client.log_batch(run.info.run_id, metrics=batch, synchronous=True)
 
 
-class EpochLogger(keras.callbacks.Callback):
-    """Logs each epoch's metrics (step = epoch number, 1-based) to the active MLflow run."""
+def epoch_logger() -> Any:
+    """A Keras callback that logs each epoch's metrics (step = epoch number, 1-based) to the
+    active MLflow run. Keras is imported here, not at module level: ``birnn promote`` uses this
+    module without TensorFlow."""
+    import keras
 
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._start = time.perf_counter()
+    class EpochLogger(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self._start = time.perf_counter()
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        metrics = {k: float(v) for k, v in (logs or {}).items()}
-        metrics["epoch_time_s"] = time.perf_counter() - self._start
-        log_metrics(metrics, step=epoch + 1)
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            metrics = {k: float(v) for k, v in (logs or {}).items()}
+            metrics["epoch_time_s"] = time.perf_counter() - self._start
+            log_metrics(metrics, step=epoch + 1)
+
+    return EpochLogger()
 
 
 def backfill_epochs(history: list[dict[str, float]]) -> None:
@@ -357,14 +363,15 @@ def model_code_digest() -> str:
     return lineage.code_digest([package / name for name in _CARRIED])
 
 
-def log_model(model_file: Path, example_pixels: np.ndarray) -> str:
+def log_model(model_file: Path, example_pixels: np.ndarray | None) -> str:
     """Log the trained network as a pyfunc that takes raw pixels (see ``birnn.digit_model``).
 
     Signature: ``(-1, 28, 28)`` float32 pixel values 0-255 in, ``(-1, 10)`` probabilities out;
-    ``example_pixels`` (real test images, 0-255) is the input example.
+    ``example_pixels`` (real test images, 0-255) is the input example, when there are some.
     """
     import tempfile
 
+    import keras
     import tensorflow as tf
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
@@ -389,7 +396,9 @@ def log_model(model_file: Path, example_pixels: np.ndarray) -> str:
             artifacts={"keras_model": str(model_file)},
             code_paths=[str(carried)],
             signature=signature,
-            input_example=np.asarray(example_pixels, dtype=np.float32),
+            input_example=(
+                None if example_pixels is None else np.asarray(example_pixels, dtype=np.float32)
+            ),
             # Pinned requirements: inferring them would load the model again in a subprocess.
             pip_requirements=[
                 f"mlflow=={mlflow.__version__}",
@@ -399,6 +408,22 @@ def log_model(model_file: Path, example_pixels: np.ndarray) -> str:
             ],
         )
     return info.model_uri
+
+
+def log_committed_model(
+    params: Params,
+    model_file: Path,
+    run_name: str,
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str],
+) -> tuple[str, str]:
+    """A run that holds a committed model nobody registered yet (``birnn promote``): the
+    revision's params and metrics, ``tags``, and the model. Returns the run id and model URI."""
+    run_id = start_run(params, run_name=run_name, tags=tags)
+    with closing_run():
+        log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+        uri = log_model(model_file, None)
+    return run_id, uri
 
 
 def log_datasets(splits: Mapping[str, tuple[tuple[np.ndarray, np.ndarray], Path]]) -> None:

@@ -189,7 +189,7 @@ def train_and_log(params: Params, model: keras.Model, ckpt: Checkpoint, data: tu
     tracking.log_text(summary, "model_summary.txt")
     tracking.log_datasets({"train": (train, TRAIN_FILES[0]), "validation": (val, TRAIN_FILES[1])})
     initial_epoch = ckpt.epochs_done
-    callbacks = callbacks_for(params.train, ckpt, [tracking.EpochLogger()])
+    callbacks = callbacks_for(params.train, ckpt, [tracking.epoch_logger()])
     seconds = fit(model, train, val, params.train, callbacks, initial_epoch=initial_epoch)
     info = write_outputs(model, ckpt, summary, len(train[1]), len(val[1]), initial_epoch, seconds)
     tracking.log_metrics(

@@ -115,7 +115,7 @@ def test_empty_params_file_is_an_error_not_the_code_defaults(tmp_path: Path, tex
     ("raw", "message"),
     [
         ({"registry": {"metric": "val_loss"}}, "registry.metric must be one of test_accuracy"),
-        ({"registry": {"promote": "sometimes"}}, "registry.promote must be one of auto"),
+        ({"registry": {"promote": "auto"}}, r"registry.promote was removed: .*`birnn promote`"),
         ({"registry": {"min_improvement": -0.1}}, "registry.min_improvement must be >= 0"),
         ({"registry": {"model_name": " "}}, "registry.model_name must be null or a non-empty"),
     ],
