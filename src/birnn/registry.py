@@ -152,11 +152,11 @@ def register(
     """Register ``model_uri`` as a new version of ``name``, tagged with its selection metrics
     and ``tags``; tag the active run (if any) with the version. No alias moves."""
     client = store.Retrying(client)
-    version = store.retrying(mlflow.register_model)(model_uri, name).version
     all_tags = {k: f"{float(metrics[k]):.6f}" for k in SELECTION_METRICS if k in metrics}
     all_tags.update(tags)
-    for key, value in all_tags.items():
-        client.set_model_version_tag(name, version, key, value)
+    # Tags at creation: no version is ever visible without its digests and scores, which is
+    # what lets two concurrent registrations of one model agree (see canonical()).
+    version = store.retrying(mlflow.register_model)(model_uri, name, tags=all_tags).version
     if mlflow.active_run() is not None:
         store.retrying(mlflow.set_tags)({"registry.version": str(version)})
     log.info("registered %s version %s", name, version)
