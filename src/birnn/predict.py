@@ -121,6 +121,8 @@ class Predictor:
 
         self._check_store(tracking.tracking_uri())
         mlflow.set_tracking_uri(tracking.tracking_uri())
+        if model is None:
+            self._require_champion(self.uri)
         try:
             self.model = mlflow.pyfunc.load_model(self.uri)
         except MlflowException as exc:
@@ -139,6 +141,20 @@ class Predictor:
                 raise TrackingError(
                     f"MLflow tracking server {uri} is unreachable ({type(exc).__name__})"
                 ) from None
+
+    @staticmethod
+    def _require_champion(uri: str) -> None:
+        """One line, not MLflow's traceback, when nothing was promoted yet."""
+        from mlflow.tracking import MlflowClient
+
+        from birnn import registry
+
+        name = uri.removeprefix("models:/").split("@", 1)[0]
+        if registry.alias(MlflowClient(), name, registry.CHAMPION) is None:
+            raise TrackingError(
+                f"{name} has no champion yet: run `birnn promote` (it makes the model of the "
+                "committed dvc.lock champion), or name a model with --model"
+            )
 
     def _load_keras(self, path: Path) -> None:
         import keras

@@ -334,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     args = parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # stdout is the outcome's one line: no "View run ... at" from MLflow's client there.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     setup_logging()
     if not args.verbose:
         # The outcome is one line on stdout; MLflow's and DVC's chatter stays out of the way.

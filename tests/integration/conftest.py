@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from birnn.stack import Stack, missing_binaries
 from tests.integration.mlflow_server import mlflow_server
-from tests.integration.pipeline import dvc, env_for, make_project
+from tests.integration.pipeline import commit_all, dvc, env_for, make_project, sh
 
 EPOCHS = 2
 NAME = "birnn-mnist"
@@ -47,6 +48,9 @@ def tracked(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path, server: s
         train__epochs=EPOCHS,
     )
     dvc("repro", cwd=repo, env=env)
+    # Evaluate only registers: commit the results and promote them, as a team's main would.
+    commit_all(repo, env, "first results")
+    sh([sys.executable, "-m", "birnn", "promote"], repo, env)
     mlflow.set_tracking_uri(server)
     client = MlflowClient(server)
     run_id = json.loads((repo / "reports/train.json").read_text())["mlflow_run_id"]

@@ -99,7 +99,7 @@ def team_project(stack: Stack, dest: Path, mnist_dir: Path, **overrides) -> tupl
 def commit_all(repo: Path, env: dict[str, str], message: str) -> None:
     """Commit everything in ``repo`` (results included), as a developer would."""
     git("add", "-A", cwd=repo, env=env)
-    git("commit", "-qm", message, cwd=repo, env=env)
+    git("commit", "-qm", message, "--allow-empty", cwd=repo, env=env)
 
 
 def exp_run(repo: Path, env: dict[str, str], name: str, *overrides: str) -> str:

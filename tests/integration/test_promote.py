@@ -98,6 +98,15 @@ def test_repro_registers_and_promote_follows_the_committed_dvc_lock(committed, t
     lock_md5 = lock_model_md5((repo / "dvc.lock").read_text())
     assert v1.tags[registry.MODEL_MD5] == lock_md5
     assert champion(client) is None
+    res = subprocess.run(
+        [sys.executable, "-m", "birnn", "predict", "reports/figures/loss.png"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"birnn predict: error: {NAME} has no champion yet: run `birnn promote` (it makes the "
+        "model of the committed dvc.lock champion), or name a model with --model"
+    )
 
     sha = head(repo, env)
     line = ok(promote(repo, env))

@@ -154,12 +154,7 @@ def test_database_is_locked_is_retried_not_fatal(project: Path, caplog) -> None:
 # ---------------------------------------------------------------------------------------------
 # Parallel DVC experiments on a fresh clone: no mlflow.db yet.
 
-SLICE = ("preprocess.train_samples=400", "train.epochs=1", "registry.promote=always")
-
-
-def registry_state(client: MlflowClient) -> tuple[list, str]:
-    versions = client.search_model_versions("name='birnn-mnist'")
-    return versions, str(client.get_model_version_by_alias("birnn-mnist", "champion").version)
+SLICE = ("preprocess.train_samples=400", "train.epochs=1")
 
 
 def check_store(repo: Path, expected_runs: int) -> None:
@@ -170,13 +165,11 @@ def check_store(repo: Path, expected_runs: int) -> None:
     for run in runs:
         assert run.info.status == "FINISHED", run.info.run_name
         assert {"test_accuracy", "val_accuracy", "loss"} <= set(run.data.metrics), run.info.run_name
-    versions, champion = registry_state(client)
-    # promote=always: every run registers its own weights once, none lost, none twice.
+    versions = client.search_model_versions("name='birnn-mnist'")
+    # Every run registers its own weights once, none lost, none twice; no alias moves.
     assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in runs)
     assert len({v.tags["weights_sha256"] for v in versions}) == len(versions)
-    best = max(float(v.tags["test_accuracy"]) for v in versions)
-    by_version = {str(v.version): float(v.tags["test_accuracy"]) for v in versions}
-    assert by_version[champion] == best, (champion, by_version)
+    assert not any(v.aliases for v in versions)
 
 
 @pytest.fixture(scope="module")

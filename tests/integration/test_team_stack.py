@@ -18,6 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from pytest_httpserver import HTTPServer
 
+from birnn.revision import lock_model_md5
 from birnn.stack import Stack
 from tests.integration.conftest import NAME
 from tests.integration.pipeline import (
@@ -127,8 +128,13 @@ def test_two_users_share_data_model_and_runs_through_the_stack(
     repro = dvc("repro", cwd=repo_b, env=env)
     assert "Running stage" not in repro, repro
 
-    # B's champion is A's model, its artifacts served from S3 through the server.
+    # B promotes main's model: A's evaluation registered it on the server, so it is found there
+    # (not registered again), and it is B's champion, its artifacts served from S3.
     run_id = json.loads((repo_b / "reports/train.json").read_text())["mlflow_run_id"]
+    versions = len(on_stack.search_model_versions(f"name='{NAME}'"))
+    out = sh([sys.executable, "-m", "birnn", "promote"], repo_b, env)
+    assert f"birnn promote: promoted {NAME} version" in out, out
+    assert len(on_stack.search_model_versions(f"name='{NAME}'")) == versions
     champion = on_stack.get_model_version_by_alias(NAME, "champion")
     assert champion.run_id == run_id
     x, _ = raw_test(repo_b)
@@ -145,6 +151,30 @@ def test_two_users_share_data_model_and_runs_through_the_stack(
         on_stack.get_run(run_id).data.tags["git.commit"]
         == git("rev-parse", "HEAD~1", cwd=repo_b, env=env).strip()
     )
+
+
+def test_promote_fetches_a_model_no_cache_holds_from_the_stacks_s3(
+    stack: Stack, published: dict, tmp_path: Path
+) -> None:
+    """A registry that never saw main's model, on a clone with no DVC cache: `birnn promote`
+    fetches the model from the remote and registers it with main's metrics."""
+    origin, env = published["origin"], published["env"]
+    repo = tmp_path / "c"
+    git("clone", "-q", str(origin), str(repo), cwd=tmp_path, env=env)
+    stack.configure_dvc_remote(repo)
+    md5 = lock_model_md5((repo / "dvc.lock").read_text())
+    cached = repo / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+    assert not cached.exists() and not (repo / "models").exists()
+    own = f"sqlite:///{tmp_path / 'own.db'}"
+    out = sh([sys.executable, "-m", "birnn", "promote"], repo, {**env, "MLFLOW_TRACKING_URI": own})
+    head = git("rev-parse", "HEAD", cwd=repo, env=env).strip()
+    assert f"birnn promote: promoted {NAME} version 1 ({head[:7]})" in out, out
+    assert cached.is_file() and not (repo / "models").exists()  # fetched, not checked out
+    version = MlflowClient(tracking_uri=own, registry_uri=own).get_model_version(NAME, "1")
+    assert version.tags["model_md5"] == md5
+    assert version.tags["birnn.registered_by"] == "birnn promote"
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert float(version.tags["test_accuracy"]) == pytest.approx(metrics["test_accuracy"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,8 +273,7 @@ def test_two_pipelines_at_once_log_everything_to_the_shared_server(
     repo, env = team_project(stack, tmp_path / "p", mnist_dir, tracking__experiment_name="par")
     cmd = [sys.executable, "-m", "dvc", "exp", "run", "--temp"]
     procs = [
-        subprocess.Popen([*cmd, "-n", name, "-S", f"train.seed={seed}", "-S",
-                          "registry.promote=always"], cwd=repo, env=env,
+        subprocess.Popen([*cmd, "-n", name, "-S", f"train.seed={seed}"], cwd=repo, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for name, seed in (("ta", 11), ("tb", 12))
     ]  # fmt: skip

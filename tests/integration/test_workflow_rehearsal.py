@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from birnn import registry
+from birnn.revision import lock_model_md5
 from birnn.stack import Stack
 from tests.conftest import REPO
 from tests.integration.pipeline import SMALL_RUN, TEAM_SMALL, env_for, git
@@ -202,19 +204,29 @@ def check_schedule(r: Result, api: GitHubAPI, origin: Path, secrets: dict[str, s
     return problems
 
 
-def check_push(r: Result, secrets: dict[str, str], only=None) -> list[str]:
+def check_push(r: Result, secrets: dict[str, str], promoted: str, only=None) -> list[str]:
     """A push to main whose outputs are on the remote: retrain (pulls, reproduces, reports,
-    logs to the team's MLflow, so no store artifact) and remote-check, both green."""
+    logs to the team's MLflow, so no store artifact), remote-check, then promote, all green;
+    promote's one line starts with ``promoted``."""
     store = "Upload the local MLflow store"
     problems = check_offline(r) + check_jobs(
         r,
         {
             "retrain": ("success", {store: "skipped", "Comment on the pull request": "skipped"}),
             "remote-check": ("success", {}),
+            "promote": ("success", {}),
         },
         only=only,
     )
     team = set(secrets) - {"GITHUB_TOKEN"}
+    problems += check_secrets(r, "promote", {"actions/setup-python": team | {"GITHUB_TOKEN"}}, team)
+    line = next(
+        (ln for ln in r.output("promote").splitlines() if "birnn promote: " in ln), "no line"
+    )
+    if f"birnn promote: {promoted}" not in line:
+        problems.append(f"promote said {line!r}, expected {promoted!r}")
+    if only == ("promote",):
+        return problems
     s3 = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "DVC_REMOTE_URL", "DVC_REMOTE_ENDPOINT_URL"}
     if not only or "retrain" in only:
         problems += check_secrets(
@@ -282,6 +294,10 @@ def rehearsals(
             api.stop()
 
 
+def registry_history(client: MlflowClient) -> list[dict]:
+    return registry.history(client, "birnn-rehearsal")
+
+
 def finish(rehearsals: dict, name: str) -> tuple[Result, GitHubAPI]:
     rehearsal, api = rehearsals["started"][name]
     r = rehearsal.wait()
@@ -334,6 +350,13 @@ def test_schedule_opens_the_pull_request_and_the_merge_passes_the_push_checks(
     client = MlflowClient(stack.mlflow_uri())
     experiment = client.get_experiment_by_name("birnn-rehearsal")
     assert experiment is not None and client.search_runs([experiment.experiment_id])
+    # Proposing registers the retrained model and promotes nothing: nobody has reviewed it.
+    assert registry.versions(client, "birnn-rehearsal")
+    assert registry.alias(client, "birnn-rehearsal", registry.CHAMPION) is None
+    assert (
+        "`birnn promote` on main would **promote** this model"
+        in next(iter(api.pulls.values()))["body"]
+    )
 
     # Merge the proposal: main moves to retrain/auto, whose outputs are on the remote.
     env = rehearsals["env"]
@@ -354,9 +377,25 @@ def test_schedule_opens_the_pull_request_and_the_merge_passes_the_push_checks(
     )
     push = Rehearsal(repo, "push", env, secrets, event_json=event, name="push").wait()
     log.warning("rehearsal push: act exited %d, its log spans %.0fs", push.rc, push.seconds)
-    assert check_push(push, secrets) == [], push.output("retrain")[-2000:] + push.output(
-        "remote-check"
+    assert check_push(push, secrets, "promoted birnn-rehearsal version") == [], (
+        push.output("retrain")[-2000:] + push.output("remote-check") + push.output("promote")
     )
+    # The merged model is champion on the team's server, with the merge commit in its record.
+    merged = lock_model_md5((repo / "dvc.lock").read_text())
+    champ = client.get_model_version_by_alias("birnn-rehearsal", "champion")
+    assert champ.tags["model_md5"] == merged
+    assert champ.tags["promoted_commit"] == git("rev-parse", "HEAD", cwd=repo, env=env).strip()
+
+    # The same push again (a re-run, or a push that changes no model): nothing moves.
+    again = Rehearsal(
+        repo, "push", env, secrets, event_json=event, act_args=("-j", "promote"), name="again"
+    ).wait()
+    log.warning("rehearsal push again: act exited %d, spans %.0fs", again.rc, again.seconds)
+    assert check_push(again, secrets, "nothing to do", only=("promote",)) == [], again.output(
+        "promote"
+    )
+    assert client.get_model_version_by_alias("birnn-rehearsal", "champion").version == champ.version
+    assert len(registry_history(client)) == 1
 
 
 def test_broken_workflows_are_caught(rehearsals: dict) -> None:
