@@ -37,6 +37,7 @@ import os
 import socket
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -341,6 +342,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         # The outcome is one line on stdout; MLflow's and DVC's chatter stays out of the way.
         for name in ("birnn", "mlflow", "dvc", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    # MLflow warns about the pyfunc's type hints whenever the model's module is imported.
+    warnings.filterwarnings("ignore", message=".*[Tt]ype hint", category=UserWarning)
     with one_line_errors(PROG):
         try:
             if args.history:
