@@ -176,6 +176,20 @@ def test_only_the_proposing_job_writes_and_only_it_pushes_outputs() -> None:
     assert "scripts/ci/check_remote.sh" in runs(jobs["remote-check"])
 
 
+def test_only_a_push_to_main_promotes_and_one_promotion_at_a_time() -> None:
+    jobs = load_workflow(REPO / ".github/workflows/retrain.yml")["jobs"]
+    promote = jobs["promote"]
+    assert promote["if"] == "github.event_name == 'push' && github.ref == 'refs/heads/main'"
+    assert promote["needs"] == ["retrain", "remote-check"]
+    assert promote["permissions"] == {"contents": "read"}
+    assert promote["concurrency"] == {"group": "promote-main", "cancel-in-progress": False}
+    steps = "\n".join(step.get("run", "") for step in promote["steps"])
+    assert 'birnn promote --rev "$GITHUB_SHA"' in steps and "set -o pipefail" in steps
+    # Retraining on a PR, a schedule or by hand registers at most; it never moves champion.
+    for name in ("retrain", "propose"):
+        assert "promote" not in "\n".join(s.get("run", "") for s in jobs[name]["steps"]), name
+
+
 def test_push_compares_against_the_push_before_commit() -> None:
     job = load_workflow(REPO / ".github/workflows/retrain.yml")["jobs"]["retrain"]
     step = next(st for st in job["steps"] if st.get("name") == "Retrain and report")
