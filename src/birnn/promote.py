@@ -3,7 +3,7 @@ names (``HEAD`` by default; CI runs it on every push to main).
 
     birnn promote                  # HEAD's committed dvc.lock -> champion, if the policy agrees
     birnn promote --rev v1.2       # another revision's model
-    birnn promote --dry-run        # the decision and its reason; nothing is written
+    birnn promote --dry-run        # the decision and its reason; no version, tag or alias written
     birnn promote --rollback       # champion back to `previous` (and the rolled-back one blocked)
     birnn promote --history        # every move of champion: when, what, from which commit, who
 
@@ -34,12 +34,15 @@ import argparse
 import getpass
 import logging
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from birnn import paths, revision
@@ -50,6 +53,8 @@ from birnn.revision import MODEL_PATH, Target
 log = logging.getLogger(__name__)
 
 PROG = "birnn promote"
+RECHECKS = 3  # decisions re-made when another promote moved the champion meanwhile
+SCORE_DECIMALS = 6  # as registry.register tags scores
 
 
 class Refused(BirnnError):
@@ -132,6 +137,18 @@ def target_version(client: Any, target: Target, dry_run: bool) -> tuple[Any, str
     if dry_run:
         return None, f"{MODEL_PATH} of {target.short} is not registered yet (it would be)"
     model = revision.model_file(target)
+    with tempfile.TemporaryDirectory() as tmp:
+        # Keras loads a model only from a name ending in .keras; the DVC cache's has none.
+        named = Path(tmp) / paths.MODEL_FILE.name
+        shutil.copyfile(model, named)
+        return register_committed(client, target, named, code_sha)
+
+
+def register_committed(client: Any, target: Target, model: Path, code_sha: str) -> tuple[Any, str]:
+    """Register the revision's model file as a new version (see :func:`target_version`)."""
+    from birnn import registry, tracking
+
+    name = target.params.registered_model_name
     tags = {
         "git.commit": target.commit,
         "mlflow.source.git.commit": target.commit.removesuffix("+workspace"),
@@ -206,22 +223,18 @@ def promote(args: argparse.Namespace) -> int:
     version, note = target_version(client, target, args.dry_run)
     if note:
         log.info("%s", note)
-    champ = registry.alias(client, name, registry.CHAMPION)
-    policy = registry.Policy.from_params(target.params)
-    score = target.metrics.get(policy.metric)
-    decision = decide(
-        target.params,
-        None if score is None else float(score),
-        target.metrics.get("test_accuracy"),
-        None if version is None else str(version.version),
-        None if champ is None else str(champ.version),
-        None if champ is None else registry.score_of(client, champ, policy.metric),
-        blocked=None if version is None else version.tags.get(registry.BLOCKED),
-        force=args.force,
-        allow_below_floor=args.allow_below_floor,
-    )
     which = f"{name} version {version.version if version else '(new)'} ({target.short})"
-    if decision.action == "promote" and not args.dry_run:
+    champ = registry.alias(client, name, registry.CHAMPION)
+    for _ in range(RECHECKS):
+        decision = decide_for(client, target, version, champ, args)
+        if decision.action != "promote" or args.dry_run:
+            break
+        # Read-compare-set is not atomic: if another promote moved the alias since it was
+        # read, decide again against the champion now in place.
+        now = registry.alias(client, name, registry.CHAMPION)
+        if (now and now.version) != (champ and champ.version):
+            champ = now
+            continue
         move = registry.Move(
             action="promote",
             version=str(version.version),
@@ -232,7 +245,36 @@ def promote(args: argparse.Namespace) -> int:
             at=now_utc(),
         )
         registry.move_champion(client, name, move)
+        break
+    else:
+        raise BirnnError(f"the champion of {name} kept moving while deciding: run it again")
+    finished = args.dry_run or decision.action != "noop" or registry.recorded(client, name, champ)
+    if not finished:
+        # A kill after the alias moved and before the history record: finish the record.
+        move = registry.Move.from_tags(str(champ.version), champ.tags)
+        registry.record_move(client, name, move)
     return report(decision, which, args.dry_run, champ)
+
+
+def decide_for(client: Any, target: Target, version: Any, champ: Any, args: Any) -> Decision:
+    """:func:`decide` with the scores read from the target's metrics and the registry."""
+    from birnn import registry
+
+    policy = registry.Policy.from_params(target.params)
+    score = target.metrics.get(policy.metric)
+    old = None if champ is None else registry.score_of(client, champ, policy.metric)
+    return decide(
+        target.params,
+        # Both as the registry keeps them (6 decimals), so a tie is a tie.
+        None if score is None else round(float(score), SCORE_DECIMALS),
+        target.metrics.get("test_accuracy"),
+        None if version is None else str(version.version),
+        None if champ is None else str(champ.version),
+        None if old is None else round(old, SCORE_DECIMALS),
+        blocked=None if version is None else version.tags.get(registry.BLOCKED),
+        force=args.force,
+        allow_below_floor=args.allow_below_floor,
+    )
 
 
 def report(decision: Decision, which: str, dry_run: bool, champ: Any) -> int:
@@ -251,7 +293,7 @@ def report(decision: Decision, which: str, dry_run: bool, champ: Any) -> int:
 
 
 def rollback(args: argparse.Namespace) -> int:
-    from birnn import registry, tracking
+    from birnn import lineage, registry, tracking
 
     params = workspace_params()
     name = params.registered_model_name
@@ -262,14 +304,16 @@ def rollback(args: argparse.Namespace) -> int:
         raise Refused(f"{name} has no champion to roll back")
     if prev is None or prev.version == champ.version:
         raise Refused(f"{name} has no previous champion to roll back to")
+    if registry.BLOCKED in prev.tags:
+        raise Refused(f"{name} version {prev.version} was {prev.tags[registry.BLOCKED]}")
     reason = f"rollback from version {champ.version}"
     if args.dry_run:
         print(f"{PROG}: (dry run) would roll {name} back to version {prev.version}: {reason}")
         return 0
     by, at = actor(), now_utc()
-    from birnn import lineage
-
     commit = lineage.git("rev-parse", "HEAD") or "unknown"
+    # Blocked first: a kill before the alias moves leaves a blocked champion, and the same
+    # --rollback run again finishes (previous is still there).
     registry.block(client, name, str(champ.version), f"rolled back at {at} by {by}")
     registry.move_champion(
         client,
@@ -320,7 +364,8 @@ def parser() -> argparse.ArgumentParser:
                       help="move champion back to the `previous` alias")  # fmt: skip
     what.add_argument("--history", action="store_true",
                       help="every move of champion: when, what, commit, who, why")  # fmt: skip
-    ap.add_argument("--dry-run", action="store_true", help="print the decision, write nothing")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="print the decision; write no version, tag or alias")  # fmt: skip
     ap.add_argument("--force", action="store_true", help="promote even if the model does not "
                     "beat the champion (or was rolled back); the floor still holds")  # fmt: skip
     ap.add_argument("--allow-below-floor", action="store_true",

@@ -10,8 +10,10 @@ Promises, and how they hold under failure and concurrency:
   the outgoing champion, and only then ``champion`` at the new one. A kill between two of these
   writes leaves ``champion`` where it was (and at worst ``previous`` equal to it): the same
   ``birnn promote`` run again finishes the move.
-- Every move is kept as a ``champion.move.<ms>`` tag (JSON) on the version it moved to, so
-  :func:`history` lists all of them, even when a version was champion twice.
+- Every completed move is kept as a ``champion.move.<ms>`` tag (JSON) on the version it moved
+  to, written after the alias moved, so :func:`history` lists all of them (even when a version
+  was champion twice) and none that did not happen; a kill just before that record is repaired
+  by the next promote (:func:`recorded`).
 - The same model is registered once: :func:`versions_of_model` finds versions by the model
   file's DVC md5 (or its weights digest), and two processes that each registered the same model
   at once keep the lowest version (:func:`canonical`); the other deletes its own duplicate.
@@ -189,30 +191,73 @@ class Move:
     by: str
     at: str
 
-    def as_tags(self) -> dict[str, str]:
-        record = json.dumps(self.__dict__, sort_keys=True)
-        millis = int(time.time() * 1000)
+    def audit_tags(self) -> dict[str, str]:
+        """Written on the new champion before any alias moves."""
         return {
-            f"{MOVE_PREFIX}{millis}": record,
             "promoted_at": self.at,
             "promoted_commit": self.commit,
             "promoted_previous": self.previous or "none",
             "promoted_reason": self.reason,
             "promoted_by": self.by,
+            "promoted_action": self.action,
         }
+
+    @classmethod
+    def from_tags(cls, version: str, tags: dict[str, str]) -> Move | None:
+        """The move a version's audit tags describe, if it has them."""
+        if "promoted_at" not in tags:
+            return None
+        previous = tags.get("promoted_previous", "none")
+        return cls(
+            tags.get("promoted_action", "promote"),
+            str(version),
+            None if previous == "none" else previous,
+            tags.get("promoted_commit", ""),
+            tags.get("promoted_reason", ""),
+            tags.get("promoted_by", ""),
+            tags["promoted_at"],
+        )
 
 
 def move_champion(client: MlflowClient, name: str, move: Move) -> None:
-    """Audit tags on the new champion, then ``previous``, then ``champion`` (see above)."""
+    """Audit tags on the new champion, then ``previous``, then ``champion``; then the version's
+    block (if any) is lifted and the move is added to the history (see the module's docstring).
+    A rollback (``move.action == "rollback"``) drops ``previous`` instead: what it pointed at
+    is the champion now, and the rolled-back version must not be offered again."""
     client = store.Retrying(client)
-    for key, value in move.as_tags().items():
+    for key, value in move.audit_tags().items():
         client.set_model_version_tag(name, move.version, key, value)
-    if BLOCKED in client.get_model_version(name, move.version).tags:
-        client.delete_model_version_tag(name, move.version, BLOCKED)  # chosen again on purpose
-    if move.previous is not None and move.previous != move.version:
+    rollback = move.action == "rollback"
+    if not rollback and move.previous is not None and move.previous != move.version:
         client.set_registered_model_alias(name, PREVIOUS, move.previous)
     client.set_registered_model_alias(name, CHAMPION, move.version)
+    if rollback:
+        client.delete_registered_model_alias(name, PREVIOUS)
+    if BLOCKED in client.get_model_version(name, move.version).tags:
+        client.delete_model_version_tag(name, move.version, BLOCKED)  # chosen again on purpose
+    record_move(client, name, move)
     log.info("%s: champion is version %s (was %s)", name, move.version, move.previous)
+
+
+def record_move(client: MlflowClient, name: str, move: Move) -> None:
+    """Add a completed move to the history (a ``champion.move.<ms>`` tag on its version).
+    Written after the alias moved, so the history lists only moves that happened."""
+    record = json.dumps(move.__dict__, sort_keys=True)
+    key = f"{MOVE_PREFIX}{int(time.time() * 1000)}"
+    store.Retrying(client).set_model_version_tag(name, move.version, key, record)
+
+
+def recorded(client: MlflowClient, name: str, champion: ModelVersion) -> bool:
+    """Whether the champion's last move (by its audit tags) is in the history. A kill between
+    the alias and the record leaves it out; ``birnn promote`` run again writes it then."""
+    move = Move.from_tags(str(champion.version), champion.tags)
+    if move is None:
+        return True  # set by hand, or before promote kept records: nothing to add
+    return any(
+        json.loads(v).get("at") == move.at
+        for k, v in champion.tags.items()
+        if k.startswith(MOVE_PREFIX)
+    )
 
 
 def block(client: MlflowClient, name: str, version: str, why: str) -> None:

@@ -82,7 +82,9 @@ def on_merge(
     metric, floor = policy.metric, params.evaluate.min_test_accuracy
     score, old = metrics.get(metric), base_metrics.get(metric)
     acc = metrics.get("test_accuracy")
-    if score is None or acc is None or acc < floor:
+    if score is None or acc is None:
+        return f"**refuse** this model: its metrics have no {metric} or test_accuracy"
+    if acc < floor:
         return (
             f"**refuse** this model: test_accuracy {_fmt(acc)} is below "
             f"`evaluate.min_test_accuracy` {floor}"

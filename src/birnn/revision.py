@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from birnn import paths
-from birnn.config import Params, params_from_dict
+from birnn.config import REMOVED_KEYS, Params, params_from_dict
 from birnn.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -63,9 +63,10 @@ def read_at(rev: str | None, path: str) -> str | None:
     return res.stdout if res.returncode == 0 else None
 
 
-def lock_model_md5(lock_text: str) -> str | None:
-    """The md5 ``dvc.lock`` records for ``models/model.keras`` (train's output)."""
-    lock = yaml.safe_load(lock_text) or {}
+def lock_model_md5(lock: str | dict) -> str | None:
+    """The md5 ``dvc.lock`` (its text, or parsed) records for ``models/model.keras``."""
+    if isinstance(lock, str):
+        lock = yaml.safe_load(lock) or {}
     for stage in (lock.get("stages") or {}).values():
         for out in (stage or {}).get("outs") or []:
             if out.get("path") == MODEL_PATH and out.get("md5"):
@@ -85,20 +86,22 @@ def read_target(rev: str, workspace: bool = False) -> Target:
     lock = read_at(at, "dvc.lock")
     if lock is None:
         raise DataError(f"{where} has no dvc.lock: run `dvc repro` and commit dvc.lock first")
-    md5 = lock_model_md5(lock)
+    md5 = lock_model_md5(_parsed(lock, "dvc.lock", where, yaml.safe_load))
     if md5 is None:
         raise DataError(f"dvc.lock of {where} names no {MODEL_PATH}: run `dvc repro` first")
     text = read_at(at, str(paths.PARAMS))
     if text is None:
         raise DataError(f"{where} has no params.yaml")
+    raw = _parsed(text, "params.yaml", where, yaml.safe_load)
     try:
-        params = params_from_dict(yaml.safe_load(text))
+        params = params_from_dict(without_removed_keys(raw))
     except ConfigError as exc:
         raise ConfigError(f"params.yaml of {where}: {exc}") from None
     metrics_text = read_at(at, paths.METRICS_JSON.as_posix())
     if metrics_text is None:
         raise DataError(f"{where} has no {paths.METRICS_JSON}: run `dvc repro` and commit it")
-    train = json.loads(read_at(at, paths.TRAIN_JSON.as_posix()) or "{}")
+    train_text = read_at(at, paths.TRAIN_JSON.as_posix()) or "{}"
+    train = _parsed(train_text, paths.TRAIN_JSON.as_posix(), where, json.loads)
     return Target(
         rev=rev,
         commit=commit + ("+workspace" if workspace else ""),
@@ -106,8 +109,31 @@ def read_target(rev: str, workspace: bool = False) -> Target:
         model_md5=md5,
         weights_sha=train.get("weights_sha256") or None,
         train_run_id=train.get("mlflow_run_id") or None,
-        metrics=json.loads(metrics_text),
+        metrics=_parsed(metrics_text, paths.METRICS_JSON.as_posix(), where, json.loads),
     )
+
+
+def _parsed(text: str, name: str, where: str, parse: Any) -> Any:
+    """``parse(text)`` as a mapping, or one line naming the file (a merge conflict, say)."""
+    try:
+        value = parse(text)
+    except (yaml.YAMLError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise DataError(f"{name} of {where} cannot be read: {first}") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{name} of {where} is not a mapping")
+    return value
+
+
+def without_removed_keys(raw: dict) -> dict:
+    """An older revision's params with the keys this code no longer knows (and says so for a
+    working tree) left out: its model is still promotable."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for dotted in REMOVED_KEYS:
+        section, key = dotted.split(".", 1)
+        if isinstance(out.get(section), dict):
+            out[section].pop(key, None)
+    return out
 
 
 def uncommitted_lock() -> bool:

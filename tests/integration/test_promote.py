@@ -11,12 +11,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
+import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
 from birnn import registry
 from birnn.revision import lock_model_md5
+from tests.conftest import REPO
 from tests.integration.mlflow_server import mlflow_server
 from tests.integration.pipeline import (
     commit_all,
@@ -25,7 +28,9 @@ from tests.integration.pipeline import (
     exp_run,
     git,
     make_project,
+    raw_test,
     set_params,
+    stage_predictions,
 )
 
 pytestmark = pytest.mark.integration
@@ -166,7 +171,7 @@ def ok_lines(res: subprocess.CompletedProcess) -> list[str]:
     return res.stdout.splitlines()
 
 
-def test_an_experiment_applied_and_committed_becomes_champion(committed, tmp_path) -> None:
+def test_an_experiment_applied_committed_and_merged_becomes_champion(committed, tmp_path) -> None:
     repo, env = clone(committed, tmp_path / "repo")
     client = store(repo)
     ok(promote(repo, env))
@@ -175,8 +180,14 @@ def test_an_experiment_applied_and_committed_becomes_champion(committed, tmp_pat
     assert (str(newest.version), newest.tags["dvc.exp_name"]) == ("2", "wider")
     assert champion(client) == "1"  # an experiment only registers
 
+    # Adopted as a pull request would be: on a branch first, where promote moves nothing ...
+    git("checkout", "-q", "-b", "adopt-wider", cwd=repo, env=env)
     dvc("exp", "apply", "wider", cwd=repo, env=env)
     commit_all(repo, env, "adopt experiment wider")
+    git("checkout", "-q", "main", cwd=repo, env=env)
+    assert "nothing to do" in ok(promote(repo, env))  # main still names model A
+    # ... then merged into main, whose push runs promote.
+    git("merge", "-q", "--ff-only", "adopt-wider", cwd=repo, env=env)
     line = ok(promote(repo, env))
     assert line.startswith(f"birnn promote: promoted {NAME} version 2 ({head(repo, env)[:7]})")
     assert champion(client) == "2"
@@ -193,6 +204,7 @@ def test_a_model_no_store_has_seen_is_registered_and_other_datasets_never_compet
     # registered under that dataset's name, and the MNIST champion does not move.
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"]["dataset"] = "fashion_mnist"
+    params["registry"]["promote"] = "auto"  # a key removed since: older revisions have it
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     commit_all(repo, env, "fashion")
     (repo / "models" / "model.keras").unlink()  # from the DVC cache, then
@@ -212,6 +224,16 @@ def test_a_model_no_store_has_seen_is_registered_and_other_datasets_never_compet
     metrics = yaml.safe_load((repo / "reports/metrics.json").read_text())
     assert run.data.metrics["test_accuracy"] == metrics["test_accuracy"]
     assert run.data.params["data.dataset"] == "fashion_mnist"
+    # The registered model is the committed one, and it loads and predicts like evaluate did.
+    uri = f"sqlite:///{repo / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{fashion}/1")
+    finally:
+        mlflow.set_tracking_uri(None)
+    x, _ = raw_test(repo)
+    probs = np.asarray(model.predict(x[:200].astype(np.float32)))
+    np.testing.assert_array_equal(probs.argmax(axis=1), stage_predictions(repo)[:200])
     # An earlier revision is named by --rev; bad revisions are one line.
     assert "nothing to do" in ok(promote(repo, env, "--rev", "HEAD~1"))
     bad = promote(repo, env, "--rev", "no-such-rev")
@@ -224,24 +246,29 @@ def test_a_model_no_store_has_seen_is_registered_and_other_datasets_never_compet
 def test_two_promotes_at_once_against_a_server_agree(committed, tmp_path) -> None:
     repo, env = clone(committed, tmp_path / "repo")
     (tmp_path / "server").mkdir()
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
     with mlflow_server(tmp_path / "server") as uri:
-        # A server that has never seen the model: both register it, one registration stays.
+        # A server that has never seen the model: both processes register it, and neither
+        # looks for a duplicate before both have (tests/integration/promote_race.py).
         both = {**env, "MLFLOW_TRACKING_URI": uri}
-        cmd = [sys.executable, "-m", "birnn", "promote"]
+        cmd = [sys.executable, "-m", "tests.integration.promote_race", str(barrier)]
         procs = [
-            subprocess.Popen(cmd, cwd=repo, env=both, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+            # In the clone (promote reads git and DVC from its cwd), this checkout importable.
+            subprocess.Popen(cmd, cwd=repo, env={**both, "PYTHONPATH": str(REPO)},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)
         ]  # fmt: skip
         outs = [p.communicate(timeout=300) for p in procs]
         assert [p.returncode for p in procs] == [0, 0], outs
+        assert len(list(barrier.glob("registered-*"))) == 2  # both did register
         client = MlflowClient(uri)
-        (kept,) = registry.versions(client, NAME)
-        assert champion(client) == str(kept.version)
+        (kept,) = registry.versions(client, NAME)  # the duplicate is gone
+        assert str(kept.version) == "1" and champion(client) == "1"
         lines = [out.strip() for out, _ in outs]
         assert all(
-            line.startswith(f"birnn promote: promoted {NAME} version {kept.version} ")
-            or line.startswith(f"birnn promote: nothing to do: {NAME} version {kept.version} ")
+            line.startswith(f"birnn promote: promoted {NAME} version 1 ")
+            or line.startswith(f"birnn promote: nothing to do: {NAME} version 1 ")
             for line in lines
         ), lines
         assert "nothing to do" in ok(promote(repo, both))

@@ -94,8 +94,8 @@ def test_versions_are_found_by_md5_or_weights_and_the_lowest_is_canonical(client
     assert [str(v.version) for v in found] == ["1", "2"]
     assert str(registry.canonical(found, None).version) == "1"
     client.set_model_version_tag(NAME, "2", registry.MODEL_CODE, "c2")
-    assert registry.canonical(found_again := registry.versions_of_model(
-        client, NAME, "none", "w1"), "c2").version == 2  # fmt: skip
+    found_again = registry.versions_of_model(client, NAME, "none", "w1")
+    assert str(registry.canonical(found_again, "c2").version) == "2"
     assert len(found_again) == 2
     assert registry.versions_of_model(client, NAME, "other", None) == []
     assert registry.versions(client, "no-such-model") == []
@@ -115,3 +115,29 @@ def test_dataset_is_part_of_the_default_model_name() -> None:
     assert fashion.registered_model_name == "birnn-fashion-mnist"
     named = params_from_dict({"registry": {"model_name": "digits"}})
     assert named.registered_model_name == "digits"
+
+
+def test_a_rollback_drops_previous(client) -> None:
+    evaluated_version(client, 0.9, "w1")
+    evaluated_version(client, 0.95, "w2")
+    registry.move_champion(client, NAME, move("1", None))
+    registry.move_champion(client, NAME, move("2", "1"))
+    registry.move_champion(client, NAME, move("1", "2", "rollback"))
+    assert str(registry.alias(client, NAME, registry.CHAMPION).version) == "1"
+    assert registry.alias(client, NAME, registry.PREVIOUS) is None
+    assert client.get_model_version(NAME, "1").tags["promoted_action"] == "rollback"
+
+
+def test_a_move_killed_before_its_history_record_is_finished_later(client) -> None:
+    evaluated_version(client, 0.9, "w1")
+    m = move("1", None)
+    # What a kill between the alias and the history record leaves: audit tags and the alias.
+    for key, value in m.audit_tags().items():
+        client.set_model_version_tag(NAME, "1", key, value)
+    client.set_registered_model_alias(NAME, registry.CHAMPION, "1")
+    champ = registry.alias(client, NAME, registry.CHAMPION)
+    assert not registry.recorded(client, NAME, champ) and registry.history(client, NAME) == []
+    registry.record_move(client, NAME, registry.Move.from_tags("1", champ.tags))
+    assert registry.recorded(client, NAME, registry.alias(client, NAME, registry.CHAMPION))
+    (entry,) = registry.history(client, NAME)
+    assert (entry["version"], entry["at"], entry["commit"]) == ("1", m.at, "c0ffee")

@@ -10,6 +10,7 @@ import pytest
 
 from birnn.__main__ import COMMANDS
 from birnn.config import params_from_dict
+from birnn.errors import ConfigError
 from birnn.promote import decide
 from birnn.revision import lock_model_md5
 
@@ -96,3 +97,14 @@ def test_each_subcommand_has_complete_help(command: str) -> None:
     res = birnn(command, "--help")
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith(f"usage: birnn {command}"), res.stdout[:200]
+
+
+def test_an_older_revisions_removed_keys_are_left_out() -> None:
+    from birnn.revision import without_removed_keys
+
+    raw = {"registry": {"promote": "auto", "metric": "macro_f1"}, "data": {"dataset": "mnist"}}
+    params = params_from_dict(without_removed_keys(raw))
+    assert params.registry.metric == "macro_f1"
+    assert raw["registry"]["promote"] == "auto"  # the caller's mapping is left as it was
+    with pytest.raises(ConfigError, match=r"registry\.promote was removed"):
+        params_from_dict(raw)  # a working tree's params.yaml still says so
