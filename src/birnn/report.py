@@ -92,11 +92,13 @@ def on_merge(
     if old is None:
         return f"**promote** this model: `{base}` has no committed {metric} to compare with"
     if policy.beats(float(score), float(old)):
-        return f"**promote** this model: {metric} {_fmt(score)} beats `{base}`'s {_fmt(old)}"
+        return (
+            f"**promote** this model: {metric} {_fmt(score)} beats `{base}`'s committed {_fmt(old)}"
+        )
     margin = f" by more than {policy.min_improvement}" if policy.min_improvement else ""
     return (
-        f"**keep** the current champion: {metric} {_fmt(score)} does not beat "
-        f"`{base}`'s {_fmt(old)}{margin}"
+        f"**not promote** this model: {metric} {_fmt(score)} does not beat `{base}`'s "
+        f"committed {_fmt(old)}{margin}"
     )
 
 

@@ -48,15 +48,15 @@ def test_on_merge_says_what_promote_would_decide() -> None:
 
     params = params_from_dict({"registry": {"min_improvement": 0.001}})
     better = on_merge(params, {"test_accuracy": 0.99}, {"test_accuracy": 0.98}, "main")
-    assert better == "**promote** this model: test_accuracy 0.9900 beats `main`'s 0.9800"
+    assert better == "**promote** this model: test_accuracy 0.9900 beats `main`'s committed 0.9800"
     close = on_merge(params, {"test_accuracy": 0.9805}, {"test_accuracy": 0.98}, "main")
-    assert close.startswith("**keep** the current champion") and "by more than 0.001" in close
+    assert close.startswith("**not promote** this model") and "by more than 0.001" in close
     low = on_merge(params, {"test_accuracy": 0.5}, {"test_accuracy": 0.4}, "main")
     assert low.startswith("**refuse** this model: test_accuracy 0.5000 is below")
     first = on_merge(params, {"test_accuracy": 0.99}, {}, "main")
     assert first == "**promote** this model: `main` has no committed test_accuracy to compare with"
     loss = params_from_dict({"registry": {"metric": "test_loss"}})
     kept = on_merge(loss, {"test_accuracy": 0.99, "test_loss": 0.05}, {"test_loss": 0.04}, "main")
-    assert kept.startswith("**keep**")
+    assert kept.startswith("**not promote**")
     text = render(METRICS, PARAMS, "main", {"test_accuracy": 0.99}, 0.97, promotion=better)
     assert f"### On merge\n\n`birnn promote` on main would {better}." in text
