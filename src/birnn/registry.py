@@ -99,13 +99,14 @@ def version_by_weights(
 def versions_of_model(
     client: MlflowClient, name: str, model_md5: str, weights_sha: str | None
 ) -> list[ModelVersion]:
-    """Versions holding the model that ``dvc.lock`` names (by md5, else by weights digest)."""
-    return [
-        v
-        for v in versions(client, name)
-        if v.tags.get(MODEL_MD5) == model_md5
-        or (weights_sha and v.tags.get(WEIGHTS) == weights_sha)
-    ]
+    """Versions holding the model that ``dvc.lock`` names: those of that very file (its md5),
+    else those of the same weights (the same training repeated gives a new file, whose
+    timestamps differ, with the same weights)."""
+    every = versions(client, name)
+    same_file = [v for v in every if v.tags.get(MODEL_MD5) == model_md5]
+    if same_file or not weights_sha:
+        return same_file
+    return [v for v in every if v.tags.get(WEIGHTS) == weights_sha]
 
 
 def canonical(found: list[ModelVersion], code_sha: str | None) -> ModelVersion | None:

@@ -141,3 +141,13 @@ def test_a_move_killed_before_its_history_record_is_finished_later(client) -> No
     assert registry.recorded(client, NAME, registry.alias(client, NAME, registry.CHAMPION))
     (entry,) = registry.history(client, NAME)
     assert (entry["version"], entry["at"], entry["commit"]) == ("1", m.at, "c0ffee")
+
+
+def test_the_very_file_is_preferred_to_the_same_weights(client) -> None:
+    # Two trainings of one config give the same weights in files with other timestamps.
+    for md5 in ("m1", "m2"):
+        v = evaluated_version(client, 0.9, "w")
+        client.set_model_version_tag(NAME, v.version, registry.MODEL_MD5, md5)
+    found = registry.versions_of_model(client, NAME, "m2", "w")
+    assert [v.tags[registry.MODEL_MD5] for v in found] == ["m2"]
+    assert len(registry.versions_of_model(client, NAME, "m3", "w")) == 2
