@@ -47,6 +47,7 @@ MODEL_MD5 = "model_md5"  # DVC's md5 of models/model.keras: what dvc.lock names
 MODEL_CODE = "model_code_sha256"  # the code the logged model carries (its input contract)
 BLOCKED = "champion_blocked"  # set by --rollback: promote refuses the version unless forced
 MOVE_PREFIX = "champion.move."
+UPSERT_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,19 @@ class Move:
         )
 
 
+def _idempotent(call: Any, *args: Any) -> None:
+    """An upsert (a tag, an alias) that two processes may make at once: the database answers
+    the loser's insert with a constraint error (HTTP 400); made again, it is an update."""
+    for attempt in range(UPSERT_TRIES):
+        try:
+            call(*args)
+            return
+        except MlflowException as exc:
+            if exc.error_code != "BAD_REQUEST" or attempt == UPSERT_TRIES - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
 def move_champion(client: MlflowClient, name: str, move: Move) -> None:
     """Audit tags on the new champion, then ``previous``, then ``champion``; then the version's
     block (if any) is lifted and the move is added to the history (see the module's docstring).
@@ -227,11 +241,11 @@ def move_champion(client: MlflowClient, name: str, move: Move) -> None:
     is the champion now, and the rolled-back version must not be offered again."""
     client = store.Retrying(client)
     for key, value in move.audit_tags().items():
-        client.set_model_version_tag(name, move.version, key, value)
+        _idempotent(client.set_model_version_tag, name, move.version, key, value)
     rollback = move.action == "rollback"
     if not rollback and move.previous is not None and move.previous != move.version:
-        client.set_registered_model_alias(name, PREVIOUS, move.previous)
-    client.set_registered_model_alias(name, CHAMPION, move.version)
+        _idempotent(client.set_registered_model_alias, name, PREVIOUS, move.previous)
+    _idempotent(client.set_registered_model_alias, name, CHAMPION, move.version)
     if rollback:
         client.delete_registered_model_alias(name, PREVIOUS)
     if BLOCKED in client.get_model_version(name, move.version).tags:
@@ -243,9 +257,16 @@ def move_champion(client: MlflowClient, name: str, move: Move) -> None:
 def record_move(client: MlflowClient, name: str, move: Move) -> None:
     """Add a completed move to the history (a ``champion.move.<ms>`` tag on its version).
     Written after the alias moved, so the history lists only moves that happened."""
+    client = store.Retrying(client)
+    if _has_record(client.get_model_version(name, move.version).tags, move.at):
+        return  # another promote that found this move unrecorded wrote it meanwhile
     record = json.dumps(move.__dict__, sort_keys=True)
     key = f"{MOVE_PREFIX}{int(time.time() * 1000)}"
-    store.Retrying(client).set_model_version_tag(name, move.version, key, record)
+    _idempotent(client.set_model_version_tag, name, move.version, key, record)
+
+
+def _has_record(tags: dict[str, str], at: str) -> bool:
+    return any(json.loads(v).get("at") == at for k, v in tags.items() if k.startswith(MOVE_PREFIX))
 
 
 def recorded(client: MlflowClient, name: str, champion: ModelVersion) -> bool:
@@ -254,16 +275,12 @@ def recorded(client: MlflowClient, name: str, champion: ModelVersion) -> bool:
     move = Move.from_tags(str(champion.version), champion.tags)
     if move is None:
         return True  # set by hand, or before promote kept records: nothing to add
-    return any(
-        json.loads(v).get("at") == move.at
-        for k, v in champion.tags.items()
-        if k.startswith(MOVE_PREFIX)
-    )
+    return _has_record(champion.tags, move.at)
 
 
 def block(client: MlflowClient, name: str, version: str, why: str) -> None:
     """Mark a version rolled back: ``birnn promote`` refuses it unless ``--force``."""
-    store.Retrying(client).set_model_version_tag(name, version, BLOCKED, why)
+    _idempotent(store.Retrying(client).set_model_version_tag, name, version, BLOCKED, why)
 
 
 def history(client: MlflowClient, name: str) -> list[dict[str, Any]]:

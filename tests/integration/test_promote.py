@@ -147,7 +147,10 @@ def test_repro_registers_and_promote_follows_the_committed_dvc_lock(committed, t
     # Roll back: version 1 again, version 2 blocked until forced.
     line = ok(promote(repo, env, "--rollback"))
     assert line.startswith(f"birnn promote: rolled {NAME} back to version 1")
-    assert (champion(client), str(registry.alias(client, NAME, "previous").version)) == ("1", "2")
+    assert champion(client) == "1"
+    assert registry.alias(client, NAME, "previous") is None  # not offered again
+    again = promote(repo, env, "--rollback")
+    assert again.returncode == 1 and "no previous champion to roll back to" in again.stdout
     refused = promote(repo, env)
     assert refused.returncode == 1
     assert refused.stdout.startswith(f"birnn promote: refused {NAME} version 2 ({sha2[:7]}): it")

@@ -22,7 +22,6 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from birnn import registry
-from birnn.revision import lock_model_md5
 from birnn.stack import Stack
 from tests.conftest import REPO
 from tests.integration.pipeline import SMALL_RUN, TEAM_SMALL, env_for, git
@@ -381,10 +380,12 @@ def test_schedule_opens_the_pull_request_and_the_merge_passes_the_push_checks(
     assert check_push(push, secrets, "promoted birnn-rehearsal version") == [], (
         push.output("retrain")[-2000:] + push.output("remote-check") + push.output("promote")
     )
-    # The merged model is champion on the team's server, with the merge commit in its record.
-    merged = lock_model_md5((repo / "dvc.lock").read_text())
+    # The merged model is champion on the team's server, with the merge commit in its record:
+    # the version of those weights (the misspelt-secret rehearsal trained the same ones first,
+    # so the schedule's evaluation linked to that version instead of adding one).
+    merged = json.loads((repo / "reports/train.json").read_text())["weights_sha256"]
     champ = client.get_model_version_by_alias("birnn-rehearsal", "champion")
-    assert champ.tags["model_md5"] == merged
+    assert champ.tags["weights_sha256"] == merged
     assert champ.tags["promoted_commit"] == git("rev-parse", "HEAD", cwd=repo, env=env).strip()
 
     # The same push again (a re-run, or a push that changes no model): nothing moves.
