@@ -258,15 +258,15 @@ def record_move(client: MlflowClient, name: str, move: Move) -> None:
     """Add a completed move to the history (a ``champion.move.<ms>`` tag on its version).
     Written after the alias moved, so the history lists only moves that happened."""
     client = store.Retrying(client)
-    if _has_record(client.get_model_version(name, move.version).tags, move.at):
+    if _has_record(client.get_model_version(name, move.version).tags, move):
         return  # another promote that found this move unrecorded wrote it meanwhile
     record = json.dumps(move.__dict__, sort_keys=True)
     key = f"{MOVE_PREFIX}{int(time.time() * 1000)}"
     _idempotent(client.set_model_version_tag, name, move.version, key, record)
 
 
-def _has_record(tags: dict[str, str], at: str) -> bool:
-    return any(json.loads(v).get("at") == at for k, v in tags.items() if k.startswith(MOVE_PREFIX))
+def _has_record(tags: dict[str, str], move: Move) -> bool:
+    return any(json.loads(v) == move.__dict__ for k, v in tags.items() if k.startswith(MOVE_PREFIX))
 
 
 def recorded(client: MlflowClient, name: str, champion: ModelVersion) -> bool:
@@ -275,7 +275,7 @@ def recorded(client: MlflowClient, name: str, champion: ModelVersion) -> bool:
     move = Move.from_tags(str(champion.version), champion.tags)
     if move is None:
         return True  # set by hand, or before promote kept records: nothing to add
-    return _has_record(champion.tags, move.at)
+    return _has_record(champion.tags, move)
 
 
 def block(client: MlflowClient, name: str, version: str, why: str) -> None:
