@@ -25,8 +25,10 @@ def client(tmp_path: Path):
     mlflow.set_tracking_uri(None)
 
 
-def move(version: str, previous: str | None, action: str = "promote") -> registry.Move:
-    return registry.Move(action, version, previous, "c0ffee", "why", "tester", "2026-11-30T00:00Z")
+def move(version: str, previous: str | None, action: str = "promote", at: int = 0) -> registry.Move:
+    return registry.Move(
+        action, version, previous, "c0ffee", "why", "tester", f"2026-11-30T00:00:{at:02d}Z"
+    )
 
 
 def test_registering_carries_its_tags_and_moves_no_alias(client) -> None:
@@ -59,7 +61,8 @@ def test_a_move_writes_its_record_before_any_alias(client, monkeypatch) -> None:
 def test_history_keeps_every_move_even_to_the_same_version(client) -> None:
     evaluated_version(client, 0.9, "w1")
     evaluated_version(client, 0.95, "w2")
-    for m in (move("1", None), move("2", "1"), move("1", "2", "rollback"), move("2", "1")):
+    moves = [move("1", None), move("2", "1", at=1), move("1", "2", "rollback", 2)]
+    for m in [*moves, move("2", "1", at=3)]:
         registry.move_champion(client, NAME, m)
     moves = registry.history(client, NAME)
     assert [(m["action"], m["version"], m["previous"]) for m in moves] == [
@@ -151,3 +154,11 @@ def test_the_very_file_is_preferred_to_the_same_weights(client) -> None:
     found = registry.versions_of_model(client, NAME, "m2", "w")
     assert [v.tags[registry.MODEL_MD5] for v in found] == ["m2"]
     assert len(registry.versions_of_model(client, NAME, "m3", "w")) == 2
+
+
+def test_the_same_move_is_recorded_once(client) -> None:
+    # Two promotes of one revision may both find the move unrecorded and both write it.
+    evaluated_version(client, 0.9, "w1")
+    registry.move_champion(client, NAME, move("1", None))
+    registry.record_move(client, NAME, move("1", None))
+    assert len(registry.history(client, NAME)) == 1
