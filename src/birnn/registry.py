@@ -47,7 +47,6 @@ MODEL_MD5 = "model_md5"  # DVC's md5 of models/model.keras: what dvc.lock names
 MODEL_CODE = "model_code_sha256"  # the code the logged model carries (its input contract)
 BLOCKED = "champion_blocked"  # set by --rollback: promote refuses the version unless forced
 MOVE_PREFIX = "champion.move."
-UPSERT_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -221,19 +220,6 @@ class Move:
         )
 
 
-def _idempotent(call: Any, *args: Any) -> None:
-    """An upsert (a tag, an alias) that two processes may make at once: the database answers
-    the loser's insert with a constraint error (HTTP 400); made again, it is an update."""
-    for attempt in range(UPSERT_TRIES):
-        try:
-            call(*args)
-            return
-        except MlflowException as exc:
-            if exc.error_code != "BAD_REQUEST" or attempt == UPSERT_TRIES - 1:
-                raise
-            time.sleep(0.2 * (attempt + 1))
-
-
 def move_champion(client: MlflowClient, name: str, move: Move) -> None:
     """Audit tags on the new champion, then ``previous``, then ``champion``; then the version's
     block (if any) is lifted and the move is added to the history (see the module's docstring).
@@ -241,11 +227,11 @@ def move_champion(client: MlflowClient, name: str, move: Move) -> None:
     is the champion now, and the rolled-back version must not be offered again."""
     client = store.Retrying(client)
     for key, value in move.audit_tags().items():
-        _idempotent(client.set_model_version_tag, name, move.version, key, value)
+        store.upsert(client.set_model_version_tag, name, move.version, key, value)
     rollback = move.action == "rollback"
     if not rollback and move.previous is not None and move.previous != move.version:
-        _idempotent(client.set_registered_model_alias, name, PREVIOUS, move.previous)
-    _idempotent(client.set_registered_model_alias, name, CHAMPION, move.version)
+        store.upsert(client.set_registered_model_alias, name, PREVIOUS, move.previous)
+    store.upsert(client.set_registered_model_alias, name, CHAMPION, move.version)
     if rollback:
         client.delete_registered_model_alias(name, PREVIOUS)
     if BLOCKED in client.get_model_version(name, move.version).tags:
@@ -262,7 +248,7 @@ def record_move(client: MlflowClient, name: str, move: Move) -> None:
         return  # another promote that found this move unrecorded wrote it meanwhile
     record = json.dumps(move.__dict__, sort_keys=True)
     key = f"{MOVE_PREFIX}{int(time.time() * 1000)}"
-    _idempotent(client.set_model_version_tag, name, move.version, key, record)
+    store.upsert(client.set_model_version_tag, name, move.version, key, record)
 
 
 def _has_record(tags: dict[str, str], move: Move) -> bool:
@@ -280,7 +266,7 @@ def recorded(client: MlflowClient, name: str, champion: ModelVersion) -> bool:
 
 def block(client: MlflowClient, name: str, version: str, why: str) -> None:
     """Mark a version rolled back: ``birnn promote`` refuses it unless ``--force``."""
-    _idempotent(store.Retrying(client).set_model_version_tag, name, version, BLOCKED, why)
+    store.upsert(store.Retrying(client).set_model_version_tag, name, version, BLOCKED, why)
 
 
 def history(client: MlflowClient, name: str) -> list[dict[str, Any]]:

@@ -185,6 +185,26 @@ def retrying(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+CONFLICT_TRIES = 3
+
+
+def upsert(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Make a write that two processes may make at once (a tag, an alias, a dataset's row):
+    the loser of the insert race gets a constraint error (MLflow's ``BAD_REQUEST``, HTTP 400);
+    made again, the row exists and the write is an update or a link."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(CONFLICT_TRIES - 1):
+        try:
+            return call(*args, **kwargs)
+        except MlflowException as exc:
+            if exc.error_code != "BAD_REQUEST":
+                raise
+            log.info("a concurrent insert won the race: making %s again", call)
+            time.sleep(0.2 * (attempt + 1))
+    return call(*args, **kwargs)
+
+
 class Retrying:
     """A proxy whose callables are :func:`retrying`: ``Retrying(MlflowClient()).get_run(...)``,
     ``Retrying(mlflow).set_tags(...)``. Each wrapped call is one store operation, so a retry

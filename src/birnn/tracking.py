@@ -445,18 +445,8 @@ def log_datasets(splits: Mapping[str, tuple[tuple[np.ndarray, np.ndarray], Path]
 
 
 def _log_input(dataset: Any, context: str) -> None:
-    """Two runs logging the same dataset at once (a sweep's first trials) race on its row in
-    the store: the loser's insert fails (HTTP 400, a unique-key violation); once more, the
-    dataset exists and is only linked."""
-    for attempt in range(3):
-        try:
-            _mlflow.log_input(dataset, context=context)
-            return
-        except MlflowException as exc:
-            if exc.error_code != "BAD_REQUEST" or attempt == 2:
-                raise
-            log.info("MLflow: dataset %s logged concurrently; linking it", dataset.name)
-            time.sleep(0.5 * (attempt + 1))
+    # Two runs logging one dataset at once (a sweep's first trials) race on its row.
+    store.upsert(_mlflow.log_input, dataset, context=context)
 
 
 # ---------------------------------------------------------------------------------------------
