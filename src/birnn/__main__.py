@@ -1,54 +1,5 @@
-"""``birnn``: the project's one command line. Each subcommand lives in its own module and is
-imported only when it runs, so ``birnn --help`` answers at once (no TensorFlow or MLflow).
+"""``python -m birnn``: the same as the ``birnn`` command (:mod:`birnn.cli`)."""
 
-    birnn predict IMAGE...     which digits do these images show (the champion by default)
-    birnn promote              make the model of the committed dvc.lock the champion
-    birnn sweep                an Optuna study over params.yaml, trials as DVC experiments
-    birnn stack up|down|...    the team stack (PostgreSQL, S3, mlflow server) on loopback
+from birnn.cli import main
 
-The pipeline's stages are not subcommands: ``dvc repro`` runs them (``python -m birnn.<stage>``).
-A subcommand's own ``--help`` is complete; an unknown one exits 2 with the list.
-"""
-
-from __future__ import annotations
-
-import argparse
-import importlib
-import sys
-from collections.abc import Sequence
-
-# name -> (module whose main(argv) runs it, one line for `birnn --help`)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "predict": ("birnn.predict", "which digit each image shows (default: the champion)"),
-    "promote": ("birnn.promote", "make the committed dvc.lock's model champion (or roll back)"),
-    "sweep": ("birnn.sweep", "an Optuna study over params.yaml; trials as DVC experiments"),
-    "stack": ("birnn.stack", "the team stack on 127.0.0.1: up | down | status | dvc-remote"),
-}
-
-
-def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="birnn",
-        description="A reproducible DVC + MLflow pipeline for a bidirectional RNN on MNIST. "
-        "`dvc repro` runs the pipeline; these commands work with its results.",
-        epilog="`birnn COMMAND --help` describes each command.",
-    )
-    sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (_module, summary) in COMMANDS.items():
-        # The command's own parser reads the rest of the line, --help included.
-        sub.add_parser(name, help=summary, add_help=False)
-    return ap
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """The ``birnn`` console script and ``python -m birnn``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in COMMANDS:
-        module = importlib.import_module(COMMANDS[args[0]][0])
-        module.main(args[1:])
-        return
-    parser().parse_args(args)  # --help exits 0; nothing or an unknown command exits 2
-
-
-if __name__ == "__main__":
-    main()
+main()

@@ -1,101 +1,50 @@
-"""The thin shell every stage's ``main()`` shares: logging setup and one-line errors."""
+"""``birnn``: the project's one command line. Each subcommand lives in its own module and is
+imported only when it runs, so ``birnn --help`` answers at once (no TensorFlow or MLflow).
+
+    birnn predict IMAGE...     which digits do these images show (the champion by default)
+    birnn promote              make the model of the committed dvc.lock the champion
+    birnn sweep                an Optuna study over params.yaml, trials as DVC experiments
+    birnn stack up|down|...    the team stack (PostgreSQL, S3, mlflow server) on loopback
+
+The pipeline's stages are not subcommands: ``dvc repro`` runs them (``python -m birnn.<stage>``).
+A subcommand's own ``--help`` is complete; an unknown one exits 2 with the list.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
-import resource
-import signal
+import argparse
+import importlib
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Sequence
 
-import psutil
-
-from birnn.errors import BirnnError
-
-log = logging.getLogger("birnn")
-
-
-def setup_logging() -> None:
-    """Log to stderr with the stage name; ``BIRNN_LOG_LEVEL`` overrides INFO."""
-    logging.basicConfig(
-        level=os.environ.get("BIRNN_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-# Libraries whose failures are the environment's (a store, a server, the network), not bugs.
-SERVICE_LIBRARIES = {
-    "mlflow": "MLflow",
-    "sqlalchemy": "the MLflow database",
-    "sqlite3": "the MLflow database",
-    "psycopg2": "the MLflow database",
-    "psycopg": "the MLflow database",
-    "alembic": "the MLflow database",
-    "requests": "an HTTP request",
-    "urllib3": "an HTTP request",
-    "botocore": "the object store",
-    "boto3": "the object store",
+# name -> (module whose main(argv) runs it, one line for `birnn --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "predict": ("birnn.predict", "which digit each image shows (default: the champion)"),
+    "promote": ("birnn.promote", "make the committed dvc.lock's model champion (or roll back)"),
+    "sweep": ("birnn.sweep.cli", "an Optuna study over params.yaml; trials as DVC experiments"),
+    "stack": ("birnn.stack.cli", "the team stack on 127.0.0.1: up | down | status | dvc-remote"),
 }
 
 
-def service_failure(exc: BaseException) -> str | None:
-    """One line for a failure raised by a service library, or None for anything else."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        what = SERVICE_LIBRARIES.get(type(cur).__module__.split(".")[0])
-        if what is not None:
-            text = str(exc).strip().splitlines()
-            first = text[0] if text else type(exc).__name__
-            return f"{what} failed ({type(exc).__name__}): {first[:300]}"
-        cur = cur.__cause__ or cur.__context__
-    return None
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="birnn",
+        description="A reproducible DVC + MLflow pipeline for a bidirectional RNN on MNIST. "
+        "`dvc repro` runs the pipeline; these commands work with its results.",
+        epilog="`birnn COMMAND --help` describes each command.",
+    )
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_module, summary) in COMMANDS.items():
+        # The command's own parser reads the rest of the line, --help included.
+        sub.add_parser(name, help=summary, add_help=False)
+    return ap
 
 
-@contextlib.contextmanager
-def one_line_errors(prog: str) -> Iterator[None]:
-    """Turn a :class:`BirnnError` or a service failure into ``<prog>: error: ...`` and exit 1.
-
-    A bug (any other exception) keeps its traceback.
-    """
-    try:
-        yield
-    except BirnnError as exc:
-        # One line, no traceback: the message already names the key, file or URL at fault.
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except Exception as exc:
-        # A store, server or network failure is one line too.
-        line = service_failure(exc)
-        if line is None:
-            raise
-        log.debug("service failure", exc_info=True)
-        print(f"{prog}: error: {line}", file=sys.stderr)
-        sys.exit(1)
-
-
-def run_stage(name: str, fn: Callable[[], None]) -> None:
-    """Run a stage; a :class:`BirnnError` or a service failure becomes one line on stderr and
-    exit code 1 (``BIRNN_LOG_LEVEL=DEBUG`` logs the traceback of the latter)."""
-    setup_logging()
-    # SIGTERM (dvc exp queue kill, CI cancel) unwinds like Ctrl-C so open runs are closed.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        with one_line_errors(f"birnn.{name}"):
-            fn()
-        # Whole-process figures (interpreter start and imports included), for the README table.
-        wall = time.time() - psutil.Process().create_time()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        log.info("stage %s done in %.1f s, peak RSS %.0f MiB", name, wall, peak)
-    except KeyboardInterrupt:
-        print(f"birnn.{name}: interrupted", file=sys.stderr)
-        sys.exit(130)
+def main(argv: Sequence[str] | None = None) -> None:
+    """The ``birnn`` console script and ``python -m birnn``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in COMMANDS:
+        module = importlib.import_module(COMMANDS[args[0]][0])
+        module.main(args[1:])
+        return
+    parser().parse_args(args)  # --help exits 0; nothing or an unknown command exits 2

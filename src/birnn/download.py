@@ -17,10 +17,10 @@ import pooch
 import requests
 
 from birnn import paths
-from birnn.cli import run_stage
 from birnn.config import load_params
 from birnn.errors import DataError
 from birnn.files import atomic_path, file_digest, remove_stale_temps
+from birnn.stage import run_stage
 
 log = logging.getLogger(__name__)
 

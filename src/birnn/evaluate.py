@@ -20,12 +20,12 @@ import keras
 import numpy as np
 
 from birnn import paths, plots
-from birnn.cli import run_stage
 from birnn.config import Params, load_params
 from birnn.data import load_split
 from birnn.errors import DataError
 from birnn.files import file_sha256, remove_stale_temps, write_csv, write_json
 from birnn.metrics import confusion_matrix, per_class_scores
+from birnn.stage import run_stage
 
 log = logging.getLogger(__name__)
 

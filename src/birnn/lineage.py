@@ -24,25 +24,38 @@ PACKAGE = "birnn"
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+def _module_file(name: str, package_dir: Path) -> Path | None:
+    """The source of ``birnn.<name>`` (``name`` dotted below the package: ``sweep.space``):
+    a module file or a sub-package's ``__init__.py``; None for anything else."""
+    base = package_dir.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
 def _imports_of(path: Path, package_dir: Path) -> set[str]:
-    """``birnn`` modules that ``path`` imports anywhere (module level or inside functions)."""
+    """``birnn`` modules (dotted below the package) that ``path`` imports anywhere, module
+    level or inside functions, with every sub-package on the way (Python runs its
+    ``__init__.py`` first)."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            # `from birnn import tracking` imports birnn.tracking; `from birnn.x import y`, x.
+            # `from birnn import tracking` imports birnn.tracking; `from birnn.x import y`
+            # imports x, and y too when y is a module of the sub-package x.
             names = [f"{node.module}.{a.name}" for a in node.names] + [node.module]
         else:
             continue
         for name in names:
             parts = name.split(".")
-            if (
-                parts[0] == PACKAGE
-                and len(parts) > 1
-                and (package_dir / f"{parts[1]}.py").is_file()
-            ):
-                found.add(parts[1])
+            if parts[0] != PACKAGE:
+                continue
+            for depth in range(2, len(parts) + 1):
+                dotted = ".".join(parts[1:depth])
+                if _module_file(dotted, package_dir) is not None:
+                    found.add(dotted)
     return found
 
 
@@ -54,15 +67,24 @@ def stage_modules(module: str, package_dir: Path = PACKAGE_DIR) -> list[Path]:
         if name in seen:
             continue
         seen.add(name)
-        todo.extend(_imports_of(package_dir / f"{name}.py", package_dir) - seen)
-    return sorted(package_dir / f"{name}.py" for name in seen)
+        path = _module_file(name, package_dir)
+        if path is None:
+            raise ValueError(f"no module birnn.{name} in {package_dir}")
+        todo.extend(_imports_of(path, package_dir) - seen)
+    return sorted(_module_file(name, package_dir) for name in seen)
 
 
-def code_digest(files: list[Path]) -> str:
-    """sha256 over the names and bytes of source files: changes when any of them changes."""
+def code_digest(files: list[Path], package_dir: Path = PACKAGE_DIR) -> str:
+    """sha256 over the paths (below the package) and bytes of source files: changes when any
+    of them changes, is renamed or moves."""
     digest = hashlib.sha256()
     for path in sorted(files):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        name = (
+            path.relative_to(package_dir).as_posix()
+            if path.is_relative_to(package_dir)
+            else path.name
+        )
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 

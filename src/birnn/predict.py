@@ -260,7 +260,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m birnn.predict IMAGE...``"""
-    from birnn.cli import one_line_errors, setup_logging
+    from birnn.stage import one_line_errors, setup_logging
 
     args = parser().parse_args(argv)
     setup_logging()

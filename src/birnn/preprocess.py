@@ -11,10 +11,10 @@ import logging
 import numpy as np
 
 from birnn import paths
-from birnn.cli import run_stage
 from birnn.config import PreprocessConfig, load_params
 from birnn.data import load_raw, scale, split
 from birnn.files import remove_stale_temps, save_npz, write_json
+from birnn.stage import run_stage
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,10 @@ Promises:
   the lowest version of the model, and a process that registered a duplicate deletes it.
 - Every outcome is one line on stdout: promoted, kept (why), refused (why), nothing to do.
   Exit status 0, except refused and errors (1).
+
+Why one module of ~400 lines: the decision (:func:`decide`, pure), its inputs and the three
+commands (promote, rollback, history) share the one-line outcomes; the revision it reads is
+:mod:`birnn.revision` and every registry write is :mod:`birnn.registry`.
 """
 
 from __future__ import annotations
@@ -376,7 +380,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``birnn promote``"""
-    from birnn.cli import one_line_errors, setup_logging
+    from birnn.stage import one_line_errors, setup_logging
 
     args = parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from birnn import paths
-from birnn.cli import run_stage
 from birnn.config import Params, load_params
 from birnn.errors import BirnnError
 from birnn.files import write_text
+from birnn.stage import run_stage
 
 log = logging.getLogger(__name__)
 

@@ -26,11 +26,11 @@ from birnn.checkpoint import (
     ResumableEarlyStopping,
     fingerprint,
 )
-from birnn.cli import run_stage
 from birnn.config import Params, TrainConfig, load_params
 from birnn.data import load_split
 from birnn.files import atomic_path, remove_stale_temps, write_csv, write_json, write_text
 from birnn.model import build_model, summary_text
+from birnn.stage import run_stage
 
 log = logging.getLogger(__name__)
 

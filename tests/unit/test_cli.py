@@ -1,57 +1,34 @@
-"""The stage shell: service failures are one line and exit 1; bugs keep their traceback."""
+"""`birnn` and `python -m birnn`: every subcommand listed, each with its own complete help."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
-import sqlalchemy.exc
-from mlflow.exceptions import MlflowException
 
-from birnn.cli import run_stage
-from birnn.errors import DataError
+from birnn.cli import COMMANDS
 
 
-def fail_with(exc: BaseException):
-    def stage() -> None:
-        raise exc
-
-    return stage
-
-
-@pytest.mark.parametrize(
-    ("exc", "expected"),
-    [
-        (DataError("data/raw/x.gz not found"), "birnn.s: error: data/raw/x.gz not found"),
-        (
-            MlflowException("Run 'abc' not found\nmore detail"),
-            "birnn.s: error: MLflow failed (MlflowException): Run 'abc' not found",
-        ),
-        (
-            sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("database is locked")),
-            "birnn.s: error: the MLflow database failed (OperationalError): ",
-        ),
-    ],
-)
-def test_failures_become_one_line(exc, expected, capsys: pytest.CaptureFixture) -> None:
-    with pytest.raises(SystemExit) as done:
-        run_stage("s", fail_with(exc))
-    assert done.value.code == 1
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.startswith("birnn.s: error")]
-    assert len(lines) == 1 and lines[0].startswith(expected), err
-    assert "Traceback" not in err
+def birnn(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "birnn", *args], capture_output=True, text=True, timeout=120
+    )
 
 
-def test_a_service_failure_raised_from_our_code_is_found_through_the_cause() -> None:
-    def stage() -> None:
-        try:
-            raise MlflowException("boom")
-        except MlflowException as exc:
-            raise RuntimeError("while logging") from exc
+def test_birnn_help_lists_every_subcommand() -> None:
+    res = birnn("--help")
+    assert res.returncode == 0, res.stderr
+    for name in ("predict", "promote", "sweep", "stack"):
+        assert name in COMMANDS
+        assert f"\n    {name} " in res.stdout, res.stdout
+    bad = birnn("frobnicate")
+    assert bad.returncode == 2 and "invalid choice: 'frobnicate'" in bad.stderr
+    assert birnn().returncode == 2
 
-    with pytest.raises(SystemExit):
-        run_stage("s", stage)
 
-
-def test_a_bug_keeps_its_traceback() -> None:
-    with pytest.raises(ZeroDivisionError):
-        run_stage("s", fail_with(ZeroDivisionError("bug")))
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_each_subcommand_has_complete_help(command: str) -> None:
+    res = birnn(command, "--help")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith(f"usage: birnn {command}"), res.stdout[:200]

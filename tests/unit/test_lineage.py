@@ -49,7 +49,7 @@ def dvc_stage(stage: str) -> dict:
 @pytest.mark.parametrize("stage", STAGES)
 def test_dvc_yaml_lists_every_module_the_stage_imports(stage: str) -> None:
     deps = {d if isinstance(d, str) else next(iter(d)) for d in dvc_stage(stage)["deps"]}
-    needed = {f"src/birnn/{p.name}" for p in lineage.stage_modules(stage)}
+    needed = {p.relative_to(REPO).as_posix() for p in lineage.stage_modules(stage)}
     assert needed - deps == set(), f"dvc.yaml stage {stage} misses these deps"
     code_deps = {d for d in deps if d.startswith("src/")}
     assert code_deps - needed == set(), f"dvc.yaml stage {stage} lists modules it never runs"
@@ -72,6 +72,33 @@ def test_stage_modules_follow_imports_inside_functions(tmp_path: Path) -> None:
     (pkg / "e.py").write_text("")
     names = [p.name for p in lineage.stage_modules("a", package_dir=pkg)]
     assert names == ["a.py", "b.py", "c.py", "d.py"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_stage_never_reaches_the_tools_around_the_pipeline(stage: str) -> None:
+    # The sweep, the stack, promote and the command line drive stages; a stage that imported
+    # them would re-run whenever they change (and drag MLflow's server side or Optuna in).
+    tools = {"cli.py", "promote.py", "predict.py", "sweep", "stack"}
+    reached = {p.relative_to(lineage.PACKAGE_DIR).parts[0] for p in lineage.stage_modules(stage)}
+    assert reached & tools == set()
+
+
+def test_stage_modules_follow_sub_packages_and_their_init(tmp_path: Path) -> None:
+    pkg = tmp_path / "birnn"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "a.py").write_text("from birnn.sub import b\nfrom birnn.sub.c import thing\n")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "b.py").write_text("import birnn.d\n")
+    (pkg / "sub" / "c.py").write_text("thing = 1\n")
+    (pkg / "sub" / "unused.py").write_text("")
+    (pkg / "d.py").write_text("")
+    got = [p.relative_to(pkg).as_posix() for p in lineage.stage_modules("a", package_dir=pkg)]
+    assert got == ["a.py", "d.py", "sub/__init__.py", "sub/b.py", "sub/c.py"]
+    # A module moved into a sub-package changes the digest, even with the same bytes.
+    (pkg / "sub" / "d.py").write_text("")
+    assert lineage.code_digest([pkg / "d.py"], package_dir=pkg) != lineage.code_digest(
+        [pkg / "sub" / "d.py"], package_dir=pkg
+    )
 
 
 def test_code_digest_changes_with_any_file(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from birnn.stack import Ports, Stack, StackError, State, missing_binaries
+from birnn.stack import Ports, Stack, StackError, State, missing_binaries, postgres
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -99,4 +99,4 @@ def test_under_root_a_folder_postgres_cannot_enter_is_refused(tmp_path: Path) ->
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
     with pytest.raises(StackError, match=r"cannot enter .*chmod o\+x"):
-        Stack(private / "stack")._check_reachable_by_pg_user()
+        postgres.check_reachable(Stack(private / "stack"))

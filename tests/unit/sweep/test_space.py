@@ -1,19 +1,15 @@
-"""sweep.yaml validation, trial values and the objective, on tiny inline inputs."""
+"""sweep.yaml validation, trial values and their -S arguments, on tiny inline inputs."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import optuna
 import pytest
 import yaml
 
 from birnn.errors import ConfigError
-from birnn.sweep import (
+from birnn.sweep.space import (
     apply_overrides,
-    best_commands,
     broadcast,
-    objective_value,
     set_args,
     suggest,
     sweep_from_dict,
@@ -105,33 +101,3 @@ def test_set_args_are_yaml_values() -> None:
     assert set_args(overrides) == [
         "-S", "train.learning_rate=0.001", "-S", "model.units=[64, 64]", "-S", "model.cell=gru"
     ]  # fmt: skip
-
-
-def test_objective_is_the_saved_models_validation_score(tmp_path: Path) -> None:
-    history = tmp_path / "history.csv"
-    history.write_text(
-        "epoch,loss,accuracy,val_loss,val_accuracy\n"
-        "1,0.9,0.7,0.30,0.91\n"
-        "2,0.5,0.8,0.20,0.95\n"
-        "3,0.4,0.9,0.25,0.94\n"
-    )
-    assert objective_value(history, "val_accuracy", best_restored=False) == 0.94
-    # Early stopping restores the weights of the lowest val_loss: epoch 2.
-    assert objective_value(history, "val_accuracy", best_restored=True) == 0.95
-    assert objective_value(history, "val_loss", best_restored=False) == 0.25
-
-
-def test_best_commands_reproduce_the_best_trial() -> None:
-    c = cfg(fixed={"train.epochs": 2})
-    study = optuna.create_study(direction="maximize")
-    for value in (0.9, 0.95):
-        trial = study.ask()
-        for dim in c.space:
-            suggest(trial, dim)
-        trial.set_user_attr("dvc_exp", f"sweep-t00{trial.number}")
-        study.tell(trial, value)
-    apply_line, run_line = best_commands(c, study, PARAMS)
-    assert apply_line == f"dvc exp apply sweep-t00{study.best_trial.number}"
-    assert run_line.startswith("dvc exp run -S 'train.epochs=2' -S 'train.learning_rate=")
-    units = study.best_trial.params["model.units"]
-    assert f"-S 'model.units=[{units}, {units}]'" in run_line  # as params.yaml takes it

@@ -1,0 +1,266 @@
+"""One stack's state folder and the three services it runs, started in dependency order
+(PostgreSQL, S3, MLflow), each in its own process group, each stopped by the pid it was started
+with. The services themselves are :mod:`birnn.stack.postgres`, :mod:`birnn.stack.s3` and
+:mod:`birnn.stack.mlflow_server`; this module only starts, checks and stops them.
+
+A service that exits while starting or does not answer in time is a :class:`StackError` with
+the last line of its log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import psutil
+
+from birnn.stack import mlflow_server, postgres, s3
+from birnn.stack.state import (
+    BUCKET,
+    DVC_PREFIX,
+    DVC_REMOTE,
+    NO_TELEMETRY,
+    SERVICES,
+    StackError,
+    State,
+    missing_binaries,
+    missing_packages,
+    write_private,
+)
+
+# How each service starts: service -> start(stack, state).
+STARTS = {"postgres": postgres.start, "s3": s3.start, "mlflow": mlflow_server.start}
+
+
+class Stack:
+    """One stack's state folder and the three services it runs."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).resolve()
+        self.state_file = self.root / "stack.json"
+        self.env_file = self.root / "stack.env"
+        self.logs = self.root / "logs"
+        self.pgdata = self.root / "postgres"
+        self.s3dir = self.root / "s3"
+
+    def load(self) -> State | None:
+        if not self.state_file.is_file():
+            return None
+        try:
+            return State.from_dict(json.loads(self.state_file.read_text()))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise StackError(f"{self.state_file} is not a stack state file ({exc})") from exc
+
+    def save(self, state: State) -> None:
+        write_private(self.state_file, json.dumps(asdict(state), indent=2) + "\n")
+
+    def state(self) -> State:
+        state = self.load()
+        if state is None:
+            raise StackError(f"no stack in {self.root}: run `python -m birnn.stack up` first")
+        return state
+
+    def mlflow_uri(self) -> str:
+        return f"http://127.0.0.1:{self.state().ports.mlflow}"
+
+    def s3_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.state().ports.s3}"
+
+    def backend_uri(self, database: str = "mlflow") -> str:
+        """SQLAlchemy URL of one of the stack's databases: ``mlflow`` (MLflow's backend
+        store) or ``optuna`` (the storage sweeps share: ``birnn sweep --storage``)."""
+        st = self.state()
+        return (
+            f"postgresql+psycopg2://birnn:{st.pg_password}@127.0.0.1:{st.ports.postgres}/{database}"
+        )
+
+    def s3_env(self) -> dict[str, str]:
+        """What an S3 client (boto3, the MLflow server, DVC) needs to reach the store."""
+        st = self.state()
+        return {
+            "AWS_ACCESS_KEY_ID": st.s3_access_key,
+            "AWS_SECRET_ACCESS_KEY": st.s3_secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint(),
+        }
+
+    def pid(self, service: str) -> int | None:
+        """The service's pid if that process is alive (and not a zombie), else None."""
+        st = self.load()
+        pid = st.pids.get(service) if st else None
+        if not pid:
+            return None
+        try:
+            alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return None
+        except psutil.AccessDenied:
+            return pid
+        return pid if alive else None
+
+    def answers(self, service: str) -> bool:
+        """Whether the service answers on its port: the health check ``status`` reports."""
+        st = self.load()
+        if st is None or self.pid(service) is None:
+            return False
+        if service == "postgres":
+            return postgres.ready(self, st)
+        if service == "s3":
+            return self._http_ok(f"http://127.0.0.1:{st.ports.s3}/", any_status=True)
+        return self._http_ok(f"http://127.0.0.1:{st.ports.mlflow}/health")
+
+    @staticmethod
+    def _http_ok(url: str, any_status: bool = False) -> bool:
+        import requests
+
+        try:
+            resp = requests.get(url, timeout=2)
+        except requests.RequestException:
+            return False
+        return any_status or resp.ok
+
+    def spawn(self, service: str, cmd: list[str], env: dict[str, str], **kw) -> int:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with (self.logs / f"{service}.log").open("ab") as out:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **NO_TELEMETRY, **env},
+                start_new_session=True,  # its own process group: stopped with its workers
+                **kw,
+            )
+        st = self.state()
+        st.pids[service] = proc.pid
+        self.save(st)
+        return proc.pid
+
+    def wait(self, service: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.answers(service):
+            if self.pid(service) is None:
+                raise StackError(f"{service} exited while starting: {self.log_tail(service)}")
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"{service} did not answer within {timeout:.0f}s: {self.log_tail(service)}"
+                )
+            time.sleep(0.3)
+
+    def log_tail(self, service: str) -> str:
+        path = self.logs / f"{service}.log"
+        lines = path.read_text(errors="replace").strip().splitlines() if path.is_file() else []
+        return lines[-1][:300] if lines else f"(no log at {path})"
+
+    def stop(self, service: str, timeout: float = 30.0) -> bool:
+        """Stop one service by its pid (its whole process group); True if it was running."""
+        pid = self.pid(service)
+        if pid is None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            if service == "postgres":
+                # "Fast" shutdown is SIGINT to the postmaster alone; it stops its backends.
+                os.kill(pid, signal.SIGINT)
+            else:
+                os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while self.pid(service) is not None and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.2)
+        if self.pid(service) is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            _reap(pid)
+        # Forget the pid, so a later process that gets the same number is not taken for it.
+        st = self.state()
+        st.pids.pop(service, None)
+        self.save(st)
+        return True
+
+    def start(self, service: str) -> bool:
+        """Start one service unless it is already running; True if it was started."""
+        if self.pid(service) is not None:
+            return False
+        st = self.state()
+        STARTS[service](self, st)
+        return True
+
+    def up(self, mlflow_port: int | None = None) -> dict[str, float]:
+        """Start what is not running (in dependency order); seconds each start took."""
+        missing = missing_binaries() + missing_packages()
+        if missing:
+            raise StackError("cannot start the stack, missing: " + "; ".join(missing))
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.load() is None:
+            self.save(State.new(mlflow_port))
+        timings = {}
+        for service in SERVICES:
+            t0 = time.monotonic()
+            if self.start(service):
+                timings[service] = time.monotonic() - t0
+        self.write_env()
+        return timings
+
+    def down(self) -> list[str]:
+        """Stop every service (MLflow first, PostgreSQL last); the names that were running."""
+        if self.load() is None:
+            return []
+        return [s for s in reversed(SERVICES) if self.stop(s)]
+
+    def status(self) -> dict[str, dict]:
+        st = self.load()
+        out = {}
+        for service in SERVICES:
+            out[service] = {
+                "pid": self.pid(service),
+                "port": getattr(st.ports, service) if st else None,
+                "answers": self.answers(service),
+            }
+        return out
+
+    def write_env(self) -> Path:
+        """``stack.env``: what a clone sources to log to this stack."""
+        text = (
+            "# Source this to log to the team stack:  . .stack/stack.env\n"
+            f"export MLFLOW_TRACKING_URI={self.mlflow_uri()}\n"
+            "# Sweeps (birnn sweep) share their Optuna study in the stack's PostgreSQL:\n"
+            f"export BIRNN_SWEEP_STORAGE={self.backend_uri('optuna')}\n"
+            + "".join(f"export {k}={v}\n" for k, v in NO_TELEMETRY.items())
+        )
+        write_private(self.env_file, text)
+        return self.env_file
+
+    def configure_dvc_remote(self, repo: Path, default: bool = True) -> None:
+        """The DVC remote ``team`` on this stack's S3: URL in ``.dvc/config`` (shared, committed),
+        endpoint and credentials in ``.dvc/config.local`` (git-ignored)."""
+        st = self.state()
+        url = f"s3://{BUCKET}/{DVC_PREFIX}"
+
+        def dvc(*args: str) -> None:
+            res = subprocess.run(
+                [sys.executable, "-m", "dvc", "remote", *args],
+                cwd=repo, capture_output=True, text=True,
+            )  # fmt: skip
+            if res.returncode != 0:
+                raise StackError(f"dvc remote {' '.join(args[:2])}: {res.stderr.strip()}")
+
+        dvc("add", "--force", *(["--default"] if default else []), DVC_REMOTE, url)
+        dvc("modify", "--local", DVC_REMOTE, "endpointurl", self.s3_endpoint())
+        dvc("modify", "--local", DVC_REMOTE, "access_key_id", st.s3_access_key)
+        dvc("modify", "--local", DVC_REMOTE, "secret_access_key", st.s3_secret_key)
+
+    def s3_client(self):
+        return s3.client(self)
+
+
+def _reap(pid: int) -> None:
+    """Collect an exited child of ours, so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)

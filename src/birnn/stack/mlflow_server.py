@@ -1,0 +1,30 @@
+"""``mlflow server`` in front of the stack's PostgreSQL (backend store) and S3 (artifacts,
+proxied: clients need only ``MLFLOW_TRACKING_URI``), on 127.0.0.1 with two workers.
+
+A server that does not answer ``/health`` in time is a :class:`StackError` with its log's last
+line.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from birnn.stack.state import BUCKET, MLFLOW_PREFIX, State
+
+if TYPE_CHECKING:
+    from birnn.stack.core import Stack
+
+
+def start(stack: Stack, st: State) -> None:
+    stack.spawn(
+        "mlflow",
+        [
+            sys.executable, "-m", "mlflow", "server",
+            "--host", "127.0.0.1", "--port", str(st.ports.mlflow), "--workers", "2",
+            "--backend-store-uri", stack.backend_uri(),
+            "--artifacts-destination", f"s3://{BUCKET}/{MLFLOW_PREFIX}",
+        ],
+        stack.s3_env(),
+    )  # fmt: skip
+    stack.wait("mlflow", 120)

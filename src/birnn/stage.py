@@ -1,0 +1,101 @@
+"""The thin shell every stage's ``main()`` shares: logging setup and one-line errors."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import resource
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import psutil
+
+from birnn.errors import BirnnError
+
+log = logging.getLogger("birnn")
+
+
+def setup_logging() -> None:
+    """Log to stderr with the stage name; ``BIRNN_LOG_LEVEL`` overrides INFO."""
+    logging.basicConfig(
+        level=os.environ.get("BIRNN_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+# Libraries whose failures are the environment's (a store, a server, the network), not bugs.
+SERVICE_LIBRARIES = {
+    "mlflow": "MLflow",
+    "sqlalchemy": "the MLflow database",
+    "sqlite3": "the MLflow database",
+    "psycopg2": "the MLflow database",
+    "psycopg": "the MLflow database",
+    "alembic": "the MLflow database",
+    "requests": "an HTTP request",
+    "urllib3": "an HTTP request",
+    "botocore": "the object store",
+    "boto3": "the object store",
+}
+
+
+def service_failure(exc: BaseException) -> str | None:
+    """One line for a failure raised by a service library, or None for anything else."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        what = SERVICE_LIBRARIES.get(type(cur).__module__.split(".")[0])
+        if what is not None:
+            text = str(exc).strip().splitlines()
+            first = text[0] if text else type(exc).__name__
+            return f"{what} failed ({type(exc).__name__}): {first[:300]}"
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+@contextlib.contextmanager
+def one_line_errors(prog: str) -> Iterator[None]:
+    """Turn a :class:`BirnnError` or a service failure into ``<prog>: error: ...`` and exit 1.
+
+    A bug (any other exception) keeps its traceback.
+    """
+    try:
+        yield
+    except BirnnError as exc:
+        # One line, no traceback: the message already names the key, file or URL at fault.
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except Exception as exc:
+        # A store, server or network failure is one line too.
+        line = service_failure(exc)
+        if line is None:
+            raise
+        log.debug("service failure", exc_info=True)
+        print(f"{prog}: error: {line}", file=sys.stderr)
+        sys.exit(1)
+
+
+def run_stage(name: str, fn: Callable[[], None]) -> None:
+    """Run a stage; a :class:`BirnnError` or a service failure becomes one line on stderr and
+    exit code 1 (``BIRNN_LOG_LEVEL=DEBUG`` logs the traceback of the latter)."""
+    setup_logging()
+    # SIGTERM (dvc exp queue kill, CI cancel) unwinds like Ctrl-C so open runs are closed.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with one_line_errors(f"birnn.{name}"):
+            fn()
+        # Whole-process figures (interpreter start and imports included), for the README table.
+        wall = time.time() - psutil.Process().create_time()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        log.info("stage %s done in %.1f s, peak RSS %.0f MiB", name, wall, peak)
+    except KeyboardInterrupt:
+        print(f"birnn.{name}: interrupted", file=sys.stderr)
+        sys.exit(130)

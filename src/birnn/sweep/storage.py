@@ -1,0 +1,83 @@
+"""Where a study lives: Optuna's RDB storage (a sqlite file under ``.sweep/`` or any SQLAlchemy
+URL) with heartbeats, so a trial whose worker died is marked failed and retried once.
+
+A storage that cannot be opened is one :class:`BirnnError` line with the password redacted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from birnn import stage
+from birnn.errors import BirnnError
+from birnn.sweep.space import SWEEP_DIR, SweepConfig
+
+log = logging.getLogger("birnn.sweep")
+
+
+def storage_url(cfg: SweepConfig, override: str | None, root: Path) -> str:
+    url = override or os.environ.get("BIRNN_SWEEP_STORAGE") or cfg.storage
+    return url or f"sqlite:///{(root / SWEEP_DIR / 'optuna.db').resolve()}"
+
+
+def open_storage(url: str, heartbeat_s: int, on_stale: Any = None) -> Any:
+    """Optuna's RDB storage with heartbeats; a stale trial is failed and retried once."""
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        (Path(url.removeprefix("sqlite:///")).parent).mkdir(parents=True, exist_ok=True)
+        # Two workers write at once: wait for the other's transaction instead of failing.
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
+
+    def failed(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        log.warning(
+            "trial %d lost its worker (no heartbeat): marked failed, retrying it", trial.number
+        )
+        if on_stale is not None:
+            on_stale(study, trial)
+        retry(study, trial)
+
+    try:
+        return RDBStorage(
+            url,
+            heartbeat_interval=heartbeat_s,
+            grace_period=3 * heartbeat_s,
+            heartbeat_stale_trial_callback=failed,
+            **kwargs,
+        )
+    except Exception as exc:
+        line = stage.service_failure(exc) or f"{type(exc).__name__}: {exc}"
+        raise BirnnError(f"cannot open the study storage {redact(url)}: {line}") from None
+
+
+def redact(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+@contextlib.contextmanager
+def heartbeat(storage: Any, trial_id: int, every_s: int) -> Iterator[None]:
+    """Record the trial's heartbeat every ``every_s`` seconds while the block runs."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            storage.record_heartbeat(trial_id)
+            stop.wait(every_s)
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -1,0 +1,57 @@
+"""The stage shell: service failures are one line and exit 1; bugs keep their traceback."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy.exc
+from mlflow.exceptions import MlflowException
+
+from birnn.errors import DataError
+from birnn.stage import run_stage
+
+
+def fail_with(exc: BaseException):
+    def stage() -> None:
+        raise exc
+
+    return stage
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (DataError("data/raw/x.gz not found"), "birnn.s: error: data/raw/x.gz not found"),
+        (
+            MlflowException("Run 'abc' not found\nmore detail"),
+            "birnn.s: error: MLflow failed (MlflowException): Run 'abc' not found",
+        ),
+        (
+            sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("database is locked")),
+            "birnn.s: error: the MLflow database failed (OperationalError): ",
+        ),
+    ],
+)
+def test_failures_become_one_line(exc, expected, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as done:
+        run_stage("s", fail_with(exc))
+    assert done.value.code == 1
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("birnn.s: error")]
+    assert len(lines) == 1 and lines[0].startswith(expected), err
+    assert "Traceback" not in err
+
+
+def test_a_service_failure_raised_from_our_code_is_found_through_the_cause() -> None:
+    def stage() -> None:
+        try:
+            raise MlflowException("boom")
+        except MlflowException as exc:
+            raise RuntimeError("while logging") from exc
+
+    with pytest.raises(SystemExit):
+        run_stage("s", stage)
+
+
+def test_a_bug_keeps_its_traceback() -> None:
+    with pytest.raises(ZeroDivisionError):
+        run_stage("s", fail_with(ZeroDivisionError("bug")))
