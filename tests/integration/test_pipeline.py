@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.pipeline import commit_all, dvc, env_for, exp_run, make_project, set_params
+from tests.helpers.pipeline import commit_all, dvc, env_for, exp_run, make_project, set_params
 
 pytestmark = pytest.mark.integration
 
@@ -76,6 +76,7 @@ def test_evaluate_params_rerun_only_evaluate(project: tuple[Path, dict]) -> None
         assert f"Running stage '{stage}'" not in out
 
 
+@pytest.mark.slow
 def test_exp_run_with_overrides_is_listed(project: tuple[Path, dict]) -> None:
     repo, env = project
     commit_all(repo, env, "baseline results")
@@ -87,6 +88,7 @@ def test_exp_run_with_overrides_is_listed(project: tuple[Path, dict]) -> None:
     assert exps, shown[:2000]
 
 
+@pytest.mark.slow
 def test_forced_rerun_gives_identical_data_hashes(project: tuple[Path, dict]) -> None:
     import yaml
 

@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 
 from birnn.data import load_raw
+from tests.helpers.mlflow_server import free_port
 from tests.integration.conftest import NAME
-from tests.integration.mlflow_server import free_port
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("on_the_server")]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("on_the_server")]
 
 
 BIRNN = str(Path(sys.executable).parent / "birnn")

@@ -20,8 +20,8 @@ from mlflow.tracking import MlflowClient
 from birnn import registry
 from birnn.revision import lock_model_md5
 from tests.conftest import REPO
-from tests.integration.mlflow_server import mlflow_server
-from tests.integration.pipeline import (
+from tests.helpers.mlflow_server import mlflow_server
+from tests.helpers.pipeline import (
     commit_all,
     dvc,
     env_for,
@@ -33,7 +33,7 @@ from tests.integration.pipeline import (
     stage_predictions,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 NAME = "birnn-mnist"
 SMALL = {"preprocess__train_samples": 1000, "train__epochs": 1, "evaluate__min_test_accuracy": 0.2}
@@ -253,9 +253,9 @@ def test_two_promotes_at_once_against_a_server_agree(committed, tmp_path) -> Non
     barrier.mkdir()
     with mlflow_server(tmp_path / "server") as uri:
         # A server that has never seen the model: both processes register it, and neither
-        # looks for a duplicate before both have (tests/integration/promote_race.py).
+        # looks for a duplicate before both have (tests/helpers/promote_race.py).
         both = {**env, "MLFLOW_TRACKING_URI": uri}
-        cmd = [sys.executable, "-m", "tests.integration.promote_race", str(barrier)]
+        cmd = [sys.executable, "-m", "tests.helpers.promote_race", str(barrier)]
         procs = [
             # In the clone (promote reads git and DVC from its cwd), this checkout importable.
             subprocess.Popen(cmd, cwd=repo, env={**both, "PYTHONPATH": str(REPO)},

@@ -12,9 +12,9 @@ from mlflow.tracking import MlflowClient
 
 from birnn import registry
 from birnn.config import params_from_dict
-from tests.integration.registry_helpers import NAME, evaluated_version
+from tests.helpers.registry import NAME, evaluated_version
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture()

@@ -18,11 +18,11 @@ import pytest
 import requests
 
 from tests.conftest import REPO
+from tests.helpers.mlflow_server import free_port, stop_group
+from tests.helpers.pipeline import raw_test, stage_predictions
 from tests.integration.conftest import NAME
-from tests.integration.mlflow_server import free_port, stop_group
-from tests.integration.pipeline import raw_test, stage_predictions
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("on_the_server")]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("on_the_server")]
 
 
 CHAMPION = f"models:/{NAME}@champion"

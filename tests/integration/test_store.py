@@ -17,9 +17,9 @@ from mlflow.tracking import MlflowClient
 from birnn import store, tracking
 from birnn.config import params_from_dict
 from birnn.errors import TrackingError
-from tests.integration.pipeline import dvc, env_for, make_project
+from tests.helpers.pipeline import dvc, env_for, make_project
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PLAIN_FIRST_USE = "import sys; from mlflow.tracking import MlflowClient; " \
     "MlflowClient(sys.argv[1]).search_experiments()"  # fmt: skip

@@ -16,9 +16,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from birnn.stack import Stack
-from tests.integration.pipeline import commit_all, dvc, team_project
+from tests.helpers.pipeline import commit_all, dvc, team_project
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SPACE = {
     "study": "tiny",

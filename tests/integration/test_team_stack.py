@@ -20,8 +20,7 @@ from pytest_httpserver import HTTPServer
 
 from birnn.revision import lock_model_md5
 from birnn.stack import Stack
-from tests.integration.conftest import NAME
-from tests.integration.pipeline import (
+from tests.helpers.pipeline import (
     commit_all,
     dvc,
     git,
@@ -30,12 +29,13 @@ from tests.integration.pipeline import (
     stage_predictions,
     team_project,
 )
+from tests.integration.conftest import NAME
 
 log = logging.getLogger(__name__)
 
 # The `stack` fixture (tests/integration/conftest.py) skips, saying why, where PostgreSQL's
 # binaries or SeaweedFS's `weed` are absent.
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CHAMPION = f"models:/{NAME}@champion"
 

@@ -12,11 +12,11 @@ from mlflow.tracking import MlflowClient
 
 from birnn.config import Params, flatten
 from tests.conftest import run_module
+from tests.helpers.mlflow_server import free_port
+from tests.helpers.pipeline import exp_run, git
 from tests.integration.conftest import EPOCHS, NAME
-from tests.integration.mlflow_server import free_port
-from tests.integration.pipeline import exp_run, git
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:

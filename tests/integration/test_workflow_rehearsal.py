@@ -24,8 +24,8 @@ from mlflow.tracking import MlflowClient
 from birnn import registry
 from birnn.stack import Stack
 from tests.conftest import REPO
-from tests.integration.pipeline import SMALL_RUN, TEAM_SMALL, env_for, git
-from tests.integration.rehearsal import (
+from tests.helpers.pipeline import SMALL_RUN, TEAM_SMALL, env_for, git
+from tests.helpers.rehearsal import (
     ACT,
     ACTIONS_DIR,
     READ_TOKEN,
@@ -38,7 +38,7 @@ from tests.integration.rehearsal import (
     require_act,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.workflows]
+pytestmark = [pytest.mark.integration, pytest.mark.workflows, pytest.mark.slow]
 log = logging.getLogger(__name__)
 
 # What the rehearsal repo commits on main: a small real slice, its own experiment and model.

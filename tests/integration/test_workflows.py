@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.integration.pipeline import commit_all, dvc, env_for, make_project, set_params, sh
-from tests.integration.rehearsal import load_workflow
+from tests.helpers.pipeline import commit_all, dvc, env_for, make_project, set_params, sh
+from tests.helpers.rehearsal import load_workflow
 
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 SHA_PIN = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@[0-9a-f]{40}$")
@@ -97,6 +97,7 @@ def test_retrain_triggers_and_inputs() -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_retrain_script_reports_real_diffs(tmp_path: Path, mnist_dir: Path) -> None:
     env = env_for(mnist_dir)
     repo = make_project(

@@ -21,7 +21,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from tests.conftest import REPO
-from tests.integration.pipeline import git, set_params
+from tests.helpers.pipeline import git, set_params
 
 ACT = Path(sys.executable).parent / "act"
 ACTIONS_DIR = Path(os.environ.get("BIRNN_ACTIONS_DIR", REPO.parent / "shared" / "actions"))

@@ -2,7 +2,7 @@
 two such processes both register the same model before either looks for a duplicate, whatever
 the scheduler does, so the test exercises the dedupe every time.
 
-    python -m tests.integration.promote_race BARRIER_DIR [birnn promote args ...]
+    python -m tests.helpers.promote_race BARRIER_DIR [birnn promote args ...]
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Shared test helpers: temp DVC projects, servers on loopback, rehearsals, registry fixtures."""
