@@ -92,7 +92,7 @@ def run_stage(name: str, fn: Callable[[], None]) -> None:
     try:
         with one_line_errors(f"birnn.{name}"):
             fn()
-        # Whole-process figures (interpreter start and imports included), for the README table.
+        # Whole-process figures (interpreter start and imports included), for the results table.
         wall = time.time() - psutil.Process().create_time()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         log.info("stage %s done in %.1f s, peak RSS %.0f MiB", name, wall, peak)

@@ -80,7 +80,7 @@ def connect(params: Params) -> MlflowClient:
             reason = type(exc).__name__
             raise TrackingError(
                 f"MLflow tracking server {uri} is unreachable ({reason}); start it "
-                "(README, 'Team stack') or unset MLFLOW_TRACKING_URI to log to ./mlflow.db"
+                "(docs/team-stack.md) or unset MLFLOW_TRACKING_URI to log to ./mlflow.db"
             ) from None
     mlflow.set_tracking_uri(uri)
     db = store.sqlite_path(uri)
