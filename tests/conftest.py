@@ -19,6 +19,11 @@ def pytest_configure(config: pytest.Config) -> None:
     from birnn.stack import NO_TELEMETRY
 
     os.environ.update(NO_TELEMETRY)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # Test files run side by side (pytest-xdist): each TensorFlow process keeps to one core,
+        # so two files' stages share the cores instead of each spinning a pool sized for all.
+        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+        os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from pathlib import Path
 import requests
 
 from birnn.stack import free_port
+from birnn.stack.state import SERVER_ENV
 
 
 @contextmanager
@@ -31,6 +32,7 @@ def mlflow_server(root: Path, timeout: float = 120.0) -> Iterator[str]:
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
+        env={**os.environ, **SERVER_ENV},
         start_new_session=True,  # its own process group, so workers stop with it
     )  # fmt: skip
     try:

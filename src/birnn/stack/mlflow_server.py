@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from birnn.stack.state import BUCKET, MLFLOW_PREFIX, State
+from birnn.stack.state import BUCKET, MLFLOW_PREFIX, SERVER_ENV, State
 
 if TYPE_CHECKING:
     from birnn.stack.core import Stack
@@ -25,6 +25,6 @@ def start(stack: Stack, st: State) -> None:
             "--backend-store-uri", stack.backend_uri(),
             "--artifacts-destination", f"s3://{BUCKET}/{MLFLOW_PREFIX}",
         ],
-        stack.s3_env(),
+        {**stack.s3_env(), **SERVER_ENV},
     )  # fmt: skip
     stack.wait("mlflow", 120)

@@ -28,6 +28,9 @@ DATABASES = ("mlflow", "optuna")  # MLflow's backend store; the storage sweeps s
 PG_USER_WHEN_ROOT = "nobody"
 # Telemetry off for every process the stack starts: nothing may call out to the internet.
 NO_TELEMETRY = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+# MLflow 3's server also starts Huey job runners (GenAI jobs, periodic trace tasks), three more
+# processes that each import MLflow and poll: nothing here uses them.
+SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 class StackError(BirnnError):
