@@ -127,6 +127,9 @@ def test_a_worker_killed_mid_trial_is_retried_and_the_study_completes(
                           if t.number == number)  # fmt: skip
             victim = next(p for p in psutil.Process(proc.pid).children()
                           if worker in " ".join(p.cmdline()))  # fmt: skip
+            # The study's URL holds PostgreSQL's password: workers get it by environment.
+            lines = [" ".join(p.cmdline()) for p in psutil.Process(proc.pid).children(True)]
+            assert not [ln for ln in lines if stack.state().pg_password in ln]
             killed_run = running[0].info.run_id
         time.sleep(0.5)
     for p in [*victim.children(recursive=True), victim]:

@@ -95,6 +95,23 @@ def published(stack: Stack, tmp_path_factory: pytest.TempPathFactory, mnist_dir:
             "pushed": pushed, "remote_objects": remote_objects(stack)}  # fmt: skip
 
 
+def test_no_secret_is_on_any_command_line_or_readable_by_others(stack: Stack) -> None:
+    # Any local user's `ps` reads command lines: the stack's passwords and keys go by
+    # environment or private files (0600), never by argument.
+    import psutil
+
+    st = stack.state()
+    secrets = {"PostgreSQL password": st.pg_password, "S3 secret key": st.s3_secret_key}
+    seen = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        line = " ".join(proc.info["cmdline"] or [])
+        seen += [f"{name} in pid {proc.info['pid']}: {line[:80]}"
+                 for name, value in secrets.items() if value in line]  # fmt: skip
+    assert seen == []
+    for private in (stack.state_file, stack.env_file, stack.root / "s3-identities.json"):
+        assert private.stat().st_mode & 0o077 == 0, f"{private} is readable by others"
+
+
 def test_s3_stopped_mid_push_fails_in_one_line_and_the_rerun_pushes_the_rest(
     published: dict,
 ) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from birnn.stack import Ports, Stack, StackError, State, missing_binaries, postgres
@@ -82,6 +83,12 @@ def test_dvc_remote_url_is_shared_and_credentials_stay_local(tmp_path: Path) -> 
     assert state.s3_secret_key not in shared and "127.0.0.1" not in shared
     assert f"endpointurl = http://127.0.0.1:{state.ports.s3}" in local
     assert state.s3_access_key in local and state.s3_secret_key in local
+    assert (repo / ".dvc/config.local").stat().st_mode & 0o777 == 0o600
+    listed = subprocess.run(
+        [sys.executable, "-m", "dvc", "config", "--list"],
+        cwd=repo, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert f"remote.team.secret_access_key={state.s3_secret_key}" in listed  # DVC reads it
 
 
 def test_up_names_what_is_missing_before_doing_anything(
@@ -100,3 +107,29 @@ def test_under_root_a_folder_postgres_cannot_enter_is_refused(tmp_path: Path) ->
     private.mkdir(mode=0o700)
     with pytest.raises(StackError, match=r"cannot enter .*chmod o\+x"):
         postgres.check_reachable(Stack(private / "stack"))
+
+
+def test_a_recorded_pid_now_held_by_another_process_is_never_signalled(tmp_path: Path) -> None:
+    # After a crash or a reboot, stack.json's pid may belong to anything: here a `sleep` that
+    # is not the service (it started at another time). `down` must leave it alone.
+    foreign = subprocess.Popen(["sleep", "60"], start_new_session=True)  # a group, as services
+    try:
+        stack = Stack(tmp_path / "stack")
+        stack.root.mkdir()
+        state = State.new()
+        real_start = psutil.Process(foreign.pid).create_time()
+        state.pids["mlflow"] = foreign.pid
+        state.starts["mlflow"] = real_start - 3600.0  # ours started an hour earlier
+        stack.save(state)
+        assert stack.pid("mlflow") is None
+        assert stack.down() == []
+        assert foreign.poll() is None, "a process that is not the stack's was signalled"
+        # The same pid with its true start time is taken for the service, and stopped.
+        state.starts["mlflow"] = real_start
+        stack.save(state)
+        assert stack.pid("mlflow") == foreign.pid
+        assert stack.down() == ["mlflow"]
+        assert foreign.wait(timeout=10) is not None
+    finally:
+        if foreign.poll() is None:
+            foreign.kill()

@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -35,6 +34,9 @@ from birnn.stack.state import (
     write_private,
 )
 
+# A recorded start time and the live process's agree to the clock tick; another process that
+# got the same pid started at another time.
+START_TOLERANCE_S = 0.5
 # How each service starts: service -> start(stack, state).
 STARTS = {"postgres": postgres.start, "s3": s3.start, "mlflow": mlflow_server.start}
 
@@ -92,18 +94,22 @@ class Stack:
         }
 
     def pid(self, service: str) -> int | None:
-        """The service's pid if that process is alive (and not a zombie), else None."""
+        """The service's pid if that process is alive (not a zombie) and is the one this stack
+        started: same start time. After a crash or a reboot the recorded number may belong to
+        any other process; that one is never taken for ours, so never signalled."""
         st = self.load()
         pid = st.pids.get(service) if st else None
-        if not pid:
+        started = st.starts.get(service) if st else None
+        if not pid or started is None:
             return None
         try:
-            alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            now = proc.create_time()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             return None
-        except psutil.AccessDenied:
-            return pid
-        return pid if alive else None
+        return pid if abs(now - started) < START_TOLERANCE_S else None
 
     def answers(self, service: str) -> bool:
         """Whether the service answers on its port: the health check ``status`` reports."""
@@ -140,6 +146,7 @@ class Stack:
             )
         st = self.state()
         st.pids[service] = proc.pid
+        st.starts[service] = psutil.Process(proc.pid).create_time()
         self.save(st)
         return proc.pid
 
@@ -181,6 +188,7 @@ class Stack:
         # Forget the pid, so a later process that gets the same number is not taken for it.
         st = self.state()
         st.pids.pop(service, None)
+        st.starts.pop(service, None)
         self.save(st)
         return True
 
@@ -239,22 +247,32 @@ class Stack:
 
     def configure_dvc_remote(self, repo: Path, default: bool = True) -> None:
         """The DVC remote ``team`` on this stack's S3: URL in ``.dvc/config`` (shared, committed),
-        endpoint and credentials in ``.dvc/config.local`` (git-ignored)."""
+        endpoint and credentials in ``.dvc/config.local`` (git-ignored, mode 0600 from its
+        creation). Written in this process with DVC's own config API: the secret key is never
+        on a command line (any local user's ``ps`` reads those)."""
+        from dvc.config import Config, ConfigError
+
         st = self.state()
-        url = f"s3://{BUCKET}/{DVC_PREFIX}"
-
-        def dvc(*args: str) -> None:
-            res = subprocess.run(
-                [sys.executable, "-m", "dvc", "remote", *args],
-                cwd=repo, capture_output=True, text=True,
-            )  # fmt: skip
-            if res.returncode != 0:
-                raise StackError(f"dvc remote {' '.join(args[:2])}: {res.stderr.strip()}")
-
-        dvc("add", "--force", *(["--default"] if default else []), DVC_REMOTE, url)
-        dvc("modify", "--local", DVC_REMOTE, "endpointurl", self.s3_endpoint())
-        dvc("modify", "--local", DVC_REMOTE, "access_key_id", st.s3_access_key)
-        dvc("modify", "--local", DVC_REMOTE, "secret_access_key", st.s3_secret_key)
+        local = repo / ".dvc" / "config.local"
+        if not local.parent.is_dir():
+            raise StackError(f"{repo} is not a DVC project (no .dvc/): run `dvc init` there")
+        # DVC rewrites config.local in place, so a file made private first stays private.
+        os.close(os.open(local, os.O_WRONLY | os.O_CREAT, 0o600))
+        os.chmod(local, 0o600)
+        config = Config(dvc_dir=str(repo / ".dvc"))
+        try:
+            with config.edit("repo") as conf:
+                conf["remote"][DVC_REMOTE] = {"url": f"s3://{BUCKET}/{DVC_PREFIX}"}
+                if default:
+                    conf["core"]["remote"] = DVC_REMOTE
+            with config.edit("local") as conf:
+                conf["remote"][DVC_REMOTE] = {
+                    "endpointurl": self.s3_endpoint(),
+                    "access_key_id": st.s3_access_key,
+                    "secret_access_key": st.s3_secret_key,
+                }
+        except ConfigError as exc:
+            raise StackError(f"DVC config of {repo}: {exc}") from None
 
     def s3_client(self):
         return s3.client(self)

@@ -22,9 +22,9 @@ def start(stack: Stack, st: State) -> None:
         [
             sys.executable, "-m", "mlflow", "server",
             "--host", "127.0.0.1", "--port", str(st.ports.mlflow), "--workers", "2",
-            "--backend-store-uri", stack.backend_uri(),
             "--artifacts-destination", f"s3://{BUCKET}/{MLFLOW_PREFIX}",
         ],
-        {**stack.s3_env(), **SERVER_ENV},
+        # The backend URI holds PostgreSQL's password: by environment, not on the command line.
+        {**stack.s3_env(), **SERVER_ENV, "MLFLOW_BACKEND_STORE_URI": stack.backend_uri()},
     )  # fmt: skip
     stack.wait("mlflow", 120)

@@ -48,11 +48,14 @@ def init(stack: Stack, st: State) -> None:
         shutil.rmtree(stack.pgdata)
     stack.pgdata.mkdir(mode=0o700)
     pwfile = stack.pgdata.parent / ".pgpass-init"
-    pwfile.write_text(st.pg_password + "\n")
+    pwfile.unlink(missing_ok=True)
+    # Private from creation: no moment when another user could read the password.
+    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(st.pg_password + "\n")
     if kw:
         os.chown(stack.pgdata, kw["user"], kw["group"])
         os.chown(pwfile, kw["user"], kw["group"])
-    pwfile.chmod(0o600)
     try:
         res = subprocess.run(
             [str(pg_bindir() / "initdb"), "-D", str(stack.pgdata), "-U", "birnn",

@@ -115,13 +115,15 @@ class Ports:
 
 @dataclass
 class State:
-    """What ``stack.json`` holds: ports and credentials from the first ``up``, and pids."""
+    """What ``stack.json`` holds: ports and credentials from the first ``up``, and each
+    service's pid with its process's start time (a pid alone may name another process later)."""
 
     ports: Ports
     pg_password: str
     s3_access_key: str
     s3_secret_key: str
     pids: dict[str, int] = field(default_factory=dict)
+    starts: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def new(cls, mlflow_port: int | None = None) -> State:

@@ -74,8 +74,6 @@ def run_sweep(cfg: SweepConfig, url: str, workers: int, root: Path, config: Path
                 "birnn.sweep",
                 "--worker",
                 f"{socket.gethostname()}-{k}",
-                "--storage",
-                url,
                 "--study",
                 cfg.study,
                 "--trials",
@@ -84,6 +82,9 @@ def run_sweep(cfg: SweepConfig, url: str, workers: int, root: Path, config: Path
                 str(config),
             ],
             cwd=root,
+            # The storage URL may hold a password: by environment, never on a command line
+            # (any local user's `ps` reads those).
+            env={**os.environ, "BIRNN_SWEEP_STORAGE": url},
         )
         for k in range(workers)
     ]
