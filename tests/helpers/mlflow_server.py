@@ -18,8 +18,11 @@ from birnn.stack.state import SERVER_ENV
 
 
 @contextmanager
-def mlflow_server(root: Path, timeout: float = 120.0) -> Iterator[str]:
-    """Start the server, wait for /health, yield its URI; stop it by its pid at the end."""
+def mlflow_server(
+    root: Path, timeout: float = 120.0, started: list[subprocess.Popen] | None = None
+) -> Iterator[str]:
+    """Start the server, wait for /health, yield its URI; stop it by its pid at the end.
+    ``started`` receives the server's process (a test that kills it mid-way)."""
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     log = (root / "server.log").open("w")
@@ -35,6 +38,8 @@ def mlflow_server(root: Path, timeout: float = 120.0) -> Iterator[str]:
         env={**os.environ, **SERVER_ENV},
         start_new_session=True,  # its own process group, so workers stop with it
     )  # fmt: skip
+    if started is not None:
+        started.append(proc)
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -56,6 +61,8 @@ def mlflow_server(root: Path, timeout: float = 120.0) -> Iterator[str]:
 
 def stop_group(proc: subprocess.Popen) -> None:
     """Stop a server started with ``start_new_session=True`` and its workers, by its pid."""
+    if proc.poll() is not None:
+        return  # already stopped (a test killed it)
     os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=20)

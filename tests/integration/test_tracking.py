@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from birnn.config import Params, flatten
 from tests.conftest import run_module
-from tests.helpers.mlflow_server import free_port
+from tests.helpers.mlflow_server import free_port, mlflow_server
 from tests.helpers.pipeline import exp_run, git
 from tests.integration.conftest import EPOCHS, NAME
 
@@ -191,3 +191,38 @@ def test_unreachable_server_fails_before_training(tmp_path: Path) -> None:
     assert "Traceback" not in res.stderr
     assert "Epoch" not in res.stdout
     assert not (tmp_path / "models").exists()
+
+
+def test_a_dead_tracking_server_stalls_a_logging_call_at_most_30_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MLflow's own client retried a killed server for minutes (532 s seen in training); the
+    # limits `tracking.connect` sets make one call give up within ~30 s, with an error.
+    import contextlib
+    import os
+    import signal
+    import time
+
+    from birnn import tracking
+    from birnn.config import params_from_dict
+
+    monkeypatch.chdir(tmp_path)
+    for key in tracking.HTTP_LIMITS:
+        monkeypatch.delenv(key, raising=False)
+    started: list = []
+    (tmp_path / "server").mkdir()
+    with mlflow_server(tmp_path / "server", started=started) as uri:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        params = params_from_dict({})
+        tracking.connect(params)
+        tracking.start_run(params, run_name="dies")
+        tracking.log_metrics({"loss": 1.0}, step=1)
+        os.killpg(started[0].pid, signal.SIGKILL)  # kill -9, as in the incident
+        started[0].wait()
+        t0 = time.monotonic()
+        with pytest.raises(Exception):  # noqa: B017 - MLflow's or requests' own error
+            tracking.log_metrics({"loss": 0.5}, step=2)
+        took = time.monotonic() - t0
+        with contextlib.suppress(Exception):  # ending the run needs the server too
+            mlflow.end_run()
+    assert took < 30, f"a logging call stalled {took:.0f} s on a dead server"
