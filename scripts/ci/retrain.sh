@@ -4,7 +4,8 @@
 #   scripts/ci/retrain.sh BASE_REV
 #
 # Environment:
-#   RETRAIN_SET          space-separated params overrides, e.g. "train.epochs=3 train.seed=1",
+#   RETRAIN_SET          params overrides, e.g. "train.epochs=3 model.units=[64, 64]": pairs
+#                        separated by spaces outside brackets and quotes (birnn.overrides),
 #                        applied with `dvc exp run -S` (the workspace gets the results)
 #   REPORT_MD            where the Markdown report goes (default: reports/ci_report.md)
 #   ARTIFACT_URL         link to the uploaded figures, shown in the report
@@ -19,8 +20,14 @@ report="${REPORT_MD:-reports/ci_report.md}"
 python="${PYTHON:-python}"
 
 if [[ -n "${RETRAIN_SET:-}" ]]; then
+  # KEY=VALUE pairs; a value may hold spaces inside brackets or quotes (model.units=[128, 128],
+  # as `birnn sweep` prints it). A bad line stops here, before anything runs.
+  pairs_file=$(mktemp)
+  trap 'rm -f "$pairs_file"' EXIT
+  "$python" -m birnn.overrides "$RETRAIN_SET" > "$pairs_file"
+  mapfile -d '' -t pairs < "$pairs_file"
   args=()
-  for kv in $RETRAIN_SET; do args+=(-S "$kv"); done
+  for kv in "${pairs[@]}"; do args+=(-S "$kv"); done
   echo "::group::dvc exp run ${args[*]}"
   "$python" -m dvc exp run "${args[@]}"
 else

@@ -166,7 +166,8 @@ def check_dispatch(r: Result) -> list[str]:
         r, {"propose": ("success", {"Push outputs and open the pull request": "skipped"})}
     )
     out = r.output("propose", "Retrain and report")
-    for text in ("-S train.epochs=2", "| params.yaml | train.epochs | 1 | 2 |"):
+    for text in ("-S train.epochs=2", "| params.yaml | train.epochs | 1 | 2 |",
+                 "-S model.units=[16, 16]"):  # fmt: skip
         if text not in out:
             problems.append(f"the retrain step did not print {text!r}")
     if "outputs not pushed, no pull request opened" not in r.output("propose"):

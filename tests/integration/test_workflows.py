@@ -51,6 +51,10 @@ def test_workflows_match_github_schema() -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+# The only steps that get the workflow's token: they write to GitHub.
+TOKEN_STEPS = {"Push outputs and open the pull request", "Comment on the pull request"}
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_least_privilege_and_pinning(path: Path) -> None:
     wf = load_workflow(path)
@@ -62,6 +66,15 @@ def test_least_privilege_and_pinning(path: Path) -> None:
         "${{ github.ref != 'refs/heads/main' }}",
     )
     assert "pull_request_target" not in wf["on"]
+    # Runs of different events never share a group (a push must not cancel a proposal).
+    assert "${{ github.event_name }}" in wf["concurrency"]["group"]
+    # No job keeps the token in .git/config; only a step that pushes or calls the API has it.
+    for name, job in wf["jobs"].items():
+        for step in job["steps"]:
+            if step.get("uses", "").startswith("actions/checkout@"):
+                assert step["with"]["persist-credentials"] is False, name
+            if "github.token" in str(step.get("env", {})):
+                assert step.get("name") in TOKEN_STEPS, (name, step.get("name"))
     for name, job in wf["jobs"].items():
         assert isinstance(job.get("timeout-minutes"), int), name
         for step in job["steps"]:
@@ -168,7 +181,8 @@ def test_only_the_proposing_job_writes_and_only_it_pushes_outputs() -> None:
     assert jobs["retrain"]["permissions"]["contents"] == "read"
     assert jobs["propose"]["permissions"] == {"contents": "write", "pull-requests": "write"}
     assert jobs["propose"]["if"] == (
-        "github.event_name == 'schedule' || github.event_name == 'workflow_dispatch'"
+        "(github.event_name == 'schedule' || github.event_name == 'workflow_dispatch') "
+        "&& github.ref == 'refs/heads/main'"
     )
     assert jobs["remote-check"]["if"] == "github.event_name == 'push'"
     assert jobs["remote-check"]["permissions"] == {"contents": "read"}
