@@ -6,6 +6,11 @@ id, and the early-stopping state (epochs waited, best ``val_loss``, best weights
 order and augmentation are seeded by epoch. So a resumed run ends with the same weights and
 history as one that was never interrupted (``tests/integration/test_reliability.py``).
 
+Each epoch's files go into their own folder (``epoch-0003/``) and ``state.json``, written
+last and atomically, names the folder: the state is the commit point, so a kill at any moment
+(the kill points ``checkpoint.files`` and ``checkpoint.state`` of :mod:`birnn.crash`) leaves a
+state whose files are all there and all of that one epoch. The previous folder goes only after.
+
 A fingerprint guards the checkpoint: the ``model`` and ``train`` params, the exact training
 data, the source of every module the train stage runs, and the TensorFlow/Keras versions.
 Change any of them and the next run starts fresh instead of resuming old weights.
@@ -24,8 +29,9 @@ from typing import Any
 import keras
 import numpy as np
 
+from birnn import crash
 from birnn.config import Params
-from birnn.files import atomic_path, file_sha256, load_npz, save_npz, write_json
+from birnn.files import file_sha256, load_npz, save_npz, write_json
 from birnn.lineage import code_digest, stage_modules
 
 log = logging.getLogger(__name__)
@@ -91,20 +97,25 @@ class Checkpoint:
     early_stopping: dict[str, Any] | None = None
 
     @property
-    def model_path(self) -> Path:
-        return self.directory / "model.keras"
-
-    @property
     def state_path(self) -> Path:
         return self.directory / "state.json"
 
     @property
+    def files_dir(self) -> Path:
+        """The folder of the saved epoch's files (named by the state)."""
+        return self.directory / f"epoch-{self.epochs_done:04d}"
+
+    @property
+    def model_path(self) -> Path:
+        return self.files_dir / "model.keras"
+
+    @property
     def best_weights_path(self) -> Path:
-        return self.directory / "best_weights.npz"
+        return self.files_dir / "best_weights.npz"
 
     @property
     def seeds_path(self) -> Path:
-        return self.directory / "seed_states.npz"
+        return self.files_dir / "seed_states.npz"
 
     def load_model(self) -> keras.Model:
         """The checkpointed model, optimizer and seed-generator states included."""
@@ -126,6 +137,7 @@ class Checkpoint:
             state = json.loads(ckpt.state_path.read_text())
         except (OSError, json.JSONDecodeError):
             state = {}
+        ckpt.epochs_done = int(state.get("epochs_done", 0))
         if state.get("fingerprint") != fp or not ckpt.model_path.is_file():
             log.info(
                 "checkpoint in %s is from other params, data, code or library versions: "
@@ -133,8 +145,7 @@ class Checkpoint:
                 directory,
             )
             shutil.rmtree(directory, ignore_errors=True)
-            return ckpt
-        ckpt.epochs_done = int(state["epochs_done"])
+            return cls(directory=directory, fingerprint=fp)
         ckpt.history = list(state["history"])
         ckpt.run_id = state.get("run_id")
         ckpt.early_stopping = state.get("early_stopping")
@@ -144,11 +155,13 @@ class Checkpoint:
         return ckpt
 
     def save(self, model: keras.Model, early_stopping: ResumableEarlyStopping | None) -> None:
-        """Write model (and best weights), then state, each atomically: a kill leaves a whole
-        earlier state, never a state that points at files not yet written."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.model_path) as tmp:
-            model.save(tmp)
+        """The epoch's files into their own folder, then the state that names it (atomically,
+        the commit point), then the previous epoch's folder removed."""
+        folder = self.files_dir
+        if folder.exists():
+            shutil.rmtree(folder)  # left by a save that was killed before its state
+        folder.mkdir(parents=True)
+        model.save(self.model_path)
         seeds = {f"s{i}": np.asarray(v) for i, v in enumerate(seed_state_variables(model))}
         save_npz(self.seeds_path, **seeds)
         if early_stopping is not None:
@@ -158,6 +171,7 @@ class Checkpoint:
                     f"w{i}": np.asarray(w) for i, w in enumerate(early_stopping.best_weights)
                 }
                 save_npz(self.best_weights_path, **weights)
+        crash.point("checkpoint.files")
         state = {
             "fingerprint": self.fingerprint,
             "epochs_done": self.epochs_done,
@@ -166,6 +180,10 @@ class Checkpoint:
             "early_stopping": self.early_stopping,
         }
         write_json(self.state_path, state)
+        crash.point("checkpoint.state")
+        for old in self.directory.glob("epoch-*"):
+            if old != folder:
+                shutil.rmtree(old, ignore_errors=True)
 
     def clear(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)

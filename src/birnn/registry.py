@@ -33,7 +33,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from birnn import store
+from birnn import crash, store
 from birnn.config import SELECTION_METRICS, Params
 
 log = logging.getLogger(__name__)
@@ -228,10 +228,13 @@ def move_champion(client: MlflowClient, name: str, move: Move) -> None:
     client = store.Retrying(client)
     for key, value in move.audit_tags().items():
         store.upsert(client.set_model_version_tag, name, move.version, key, value)
+    crash.point("registry.audit-tags")
     rollback = move.action == "rollback"
     if not rollback and move.previous is not None and move.previous != move.version:
         store.upsert(client.set_registered_model_alias, name, PREVIOUS, move.previous)
+        crash.point("registry.previous-alias")
     store.upsert(client.set_registered_model_alias, name, CHAMPION, move.version)
+    crash.point("registry.champion-alias")
     if rollback:
         client.delete_registered_model_alias(name, PREVIOUS)
     if BLOCKED in client.get_model_version(name, move.version).tags:

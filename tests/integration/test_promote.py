@@ -275,3 +275,43 @@ def test_two_promotes_at_once_against_a_server_agree(committed, tmp_path) -> Non
             for line in lines
         ), lines
         assert "nothing to do" in ok(promote(repo, both))
+
+
+@pytest.mark.parametrize(
+    "point", ["registry.audit-tags", "registry.previous-alias", "registry.champion-alias"]
+)
+def test_a_promote_killed_at_any_point_keeps_a_scored_champion_and_the_rerun_finishes(
+    committed, tmp_path: Path, point: str
+) -> None:
+    from birnn import crash
+    from tests.helpers.registry import evaluated_version
+
+    repo, env = clone(committed, tmp_path / "repo")
+    client = store(repo)
+    # A worse champion in place (set by hand), so the move has a `previous` to write too.
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    try:
+        decoy = evaluated_version(client, 0.05, "decoy-weights")
+    finally:
+        mlflow.set_tracking_uri(None)
+    client.set_registered_model_alias(NAME, registry.CHAMPION, decoy.version)
+    target = "1"  # what the committed dvc.lock names
+
+    res = promote(repo, {**env, "BIRNN_CRASH_AT": point})
+    assert res.returncode == crash.EXIT_CODE, res.stdout + res.stderr[-2000:]
+    champ = registry.alias(client, NAME, registry.CHAMPION)
+    # Killed mid-move: the champion is the old one or the new one, scored either way, and the
+    # new one only with the audit tags of its move.
+    assert str(champ.version) in (str(decoy.version), target)
+    assert registry.score_of(client, champ, "test_accuracy") is not None
+    if str(champ.version) == target:
+        assert champ.tags["promoted_previous"] == str(decoy.version)
+
+    line = ok(promote(repo, env))
+    assert line.startswith(f"birnn promote: promoted {NAME} version {target}") or (
+        "nothing to do" in line
+    ), line
+    assert champion(client) == target
+    assert str(registry.alias(client, NAME, registry.PREVIOUS).version) == str(decoy.version)
+    moves = [(m["version"], m["previous"]) for m in registry.history(client, NAME)]
+    assert moves == [(target, str(decoy.version))]  # recorded once

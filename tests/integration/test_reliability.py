@@ -18,6 +18,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from birnn import crash
 from tests.conftest import REPO, run_module
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -142,23 +143,37 @@ def test_killed_training_resumes_in_the_same_run(prepared: Path, tmp_path: Path)
     mlflow.set_tracking_uri(None)
 
 
-def test_resumed_training_equals_uninterrupted_with_dropout_and_early_stopping(
-    prepared: Path, tmp_path: Path
-) -> None:
-    # Dropout masks (seed-generator state), optimizer state, data order, augmentation and the
-    # early-stopping state all carry over: the resumed run ends bit-for-bit where an
-    # uninterrupted one does.
-    params = {
-        **FOUR_EPOCHS,
-        "train": {**FOUR_EPOCHS["train"], "early_stopping_patience": 1, "augment_shift": 1},
-    }
-    whole = clone_stage_dir(prepared, tmp_path / "whole")
-    write_params(whole, **params)
+# Dropout masks (seed-generator state), optimizer state, data order, augmentation and the
+# early-stopping state all carry over a kill.
+RESUMED = {
+    **FOUR_EPOCHS,
+    "train": {**FOUR_EPOCHS["train"], "early_stopping_patience": 1, "augment_shift": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    whole = clone_stage_dir(prepared, tmp_path_factory.mktemp("whole") / "whole")
+    write_params(whole, **RESUMED)
     ok("birnn.train", whole)
+    return whole
+
+
+@pytest.mark.parametrize("kill", ["sigkill", "checkpoint.files:2", "checkpoint.state:2"])
+def test_resumed_training_equals_uninterrupted_with_dropout_and_early_stopping(
+    prepared: Path, uninterrupted: Path, tmp_path: Path, kill: str
+) -> None:
+    # Killed (SIGKILL once an epoch is checkpointed, or exactly at a kill point of the second
+    # epoch's save), then resumed: it ends bit-for-bit where an uninterrupted run does.
     resumed = clone_stage_dir(prepared, tmp_path / "resumed")
-    write_params(resumed, **params)
-    kill_after_first_epoch(resumed)
+    write_params(resumed, **RESUMED)
+    if kill == "sigkill":
+        kill_after_first_epoch(resumed)
+    else:
+        res = run_module("birnn.train", resumed, env={"BIRNN_CRASH_AT": kill})
+        assert res.returncode == crash.EXIT_CODE, res.stderr[-2000:]
     assert "resuming from checkpoint" in ok("birnn.train", resumed).stderr
+    whole = uninterrupted
     for name in ("history.csv",):
         assert (whole / "reports" / name).read_bytes() == (resumed / "reports" / name).read_bytes()
     digest = [json.loads((d / "reports/train.json").read_text())["weights_sha256"]

@@ -1,0 +1,66 @@
+"""Named kill points: the windows between two writes where a crash must leave every stated
+guarantee intact, so tests can crash a real process exactly there.
+
+``BIRNN_CRASH_AT=<point>`` (or ``<point>:<n>``, the n-th time the point is reached) makes the
+process exit at once at that point with status :data:`EXIT_CODE`: ``os._exit``, no cleanup, no
+``finally``, as ``kill -9`` would. Unset (always, outside tests), a point costs one dict lookup.
+
+    python -m birnn.crash --list     every point, with the invariant a crash there must keep
+
+A name that :data:`POINTS` does not list is a bug in the caller (``KeyError``), so the list
+cannot miss a point the code has; ``tests/unit/test_crash.py`` keeps the docs' table equal to it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+EXIT_CODE = 86
+
+# point -> the invariant a crash right there must keep (what the docs and the tests hold to).
+POINTS: dict[str, str] = {
+    "checkpoint.files": "after an epoch's model, seed and best-weight files are written, before "
+    "the state that names them: the resume starts from the previous epoch and ends with the "
+    "weights and history of an uninterrupted run",
+    "checkpoint.state": "after the state names the new epoch's files, before the previous "
+    "epoch's are removed: the resume starts from the new epoch, same end result",
+    "registry.audit-tags": "after the new champion's audit tags, before any alias moves: the "
+    "old champion stays; promote run again moves it and records the move once",
+    "registry.previous-alias": "after `previous` moved, before `champion`: the old champion "
+    "stays champion; promote run again finishes the move, recorded once",
+    "registry.champion-alias": "after `champion` moved, before the move is recorded: the new "
+    "champion has its score and audit tags; promote run again records the move once",
+}
+
+_reached: dict[str, int] = {}
+
+
+def point(name: str) -> None:
+    """Exit at once if ``BIRNN_CRASH_AT`` names this point (and this is the n-th time)."""
+    if name not in POINTS:
+        raise KeyError(f"unknown kill point {name!r}: add it to birnn.crash.POINTS")
+    wanted = os.environ.get("BIRNN_CRASH_AT")
+    if not wanted:
+        return
+    target, _, nth = wanted.partition(":")
+    if target != name:
+        return
+    _reached[name] = _reached.get(name, 0) + 1
+    if _reached[name] == int(nth or 1):
+        print(f"birnn.crash: exiting at {name} (BIRNN_CRASH_AT={wanted})", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(EXIT_CODE)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["--list"]:
+        print("usage: python -m birnn.crash --list", file=sys.stderr)
+        sys.exit(2)
+    for name, invariant in POINTS.items():
+        print(f"{name}\t{invariant}")
+
+
+if __name__ == "__main__":
+    main()
