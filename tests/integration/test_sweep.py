@@ -3,7 +3,10 @@ processes, each trial a DVC experiment of tiny real-MNIST runs and a child MLflo
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -152,3 +155,52 @@ def test_a_worker_killed_mid_trial_is_retried_and_the_study_completes(
     assert client.get_run(killed_run).info.status == "KILLED"
     _, runs = children(stack, client, "tiny-kill")
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * 2 + ["KILLED"]
+
+
+def test_sigterm_stops_every_worker_and_trial(stack: Stack, tmp_path: Path, mnist_dir: Path):
+    # SIGTERM to the sweep's main process only (what `timeout` and a CI cancel send): before,
+    # it exited at once and both workers ran on. Now every worker, its dvc and its stage end
+    # within ~15 s; the stopped trials are FAIL, their runs and the parent KILLED; exit != 0.
+    repo, env = sweep_project(stack, tmp_path / "repo", mnist_dir, "tiny-term", trials=2)
+    longer = {**SPACE, "study": "tiny-term", "trials": 2,
+              "fixed": {"preprocess.train_samples": 2000, "train.epochs": 4}}  # fmt: skip
+    (repo / "sweep.yaml").write_text(yaml.safe_dump(longer))
+    commit_all(repo, env, "longer trials")
+    client = MlflowClient(stack.mlflow_uri())
+    proc = start_sweep(repo, env, workers=2)
+    deadline = time.monotonic() + 600
+    query = "attributes.status = 'RUNNING' and tags.`sweep.trial` LIKE 'tiny-term:%'"
+    while True:  # until a trial is training
+        assert proc.poll() is None and time.monotonic() < deadline, "no trial started"
+        exp = client.get_experiment_by_name("tiny-term")
+        if exp and client.search_runs([exp.experiment_id], query):
+            break
+        time.sleep(0.5)
+    family = {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
+    # A trial runs in its own process group: count its members too.
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getpgid(p.pid) in family:
+                family.add(p.pid)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=60)[0]
+    took = time.monotonic() - t0
+
+    def running(pid: int) -> bool:
+        with contextlib.suppress(psutil.Error):
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return False
+
+    alive = [pid for pid in family if running(pid)]
+    assert proc.returncode != 0, out[-3000:]
+    assert took < 20 and alive == [], (took, alive, out[-3000:])
+    trials = trials_of(stack, "tiny-term")
+    states = {t.state for t in trials}
+    assert optuna.trial.TrialState.FAIL in states, out[-3000:]
+    assert optuna.trial.TrialState.RUNNING not in states, out[-3000:]
+    failed = {f"tiny-term:{t.number}" for t in trials if t.state == optuna.trial.TrialState.FAIL}
+    parent, runs = children(stack, client, "tiny-term")
+    assert client.get_run(parent).info.status == "KILLED"
+    assert all(r.info.status == "KILLED" for r in runs if r.data.tags["sweep.trial"] in failed)
+    assert not [r for r in runs if r.info.status == "RUNNING"], out[-3000:]

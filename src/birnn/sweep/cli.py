@@ -20,9 +20,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -88,7 +90,14 @@ def run_sweep(cfg: SweepConfig, url: str, workers: int, root: Path, config: Path
         )
         for k in range(workers)
     ]
-    codes = [p.wait() for p in procs]
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        # Ctrl-C reached the workers too (one process group); SIGTERM (a CI cancel, `timeout`)
+        # reached only this process: either way each worker is told, stops its trial and
+        # tells the study, within WORKER_STOP_S, or is killed.
+        stop_workers(procs)
+        raise
     study = optuna.load_study(study_name=cfg.study, storage=storage)
     complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     if complete < cfg.trials:
@@ -101,6 +110,23 @@ def run_sweep(cfg: SweepConfig, url: str, workers: int, root: Path, config: Path
         log.warning("workers exited %s, but the study has its %d trials", codes, cfg.trials)
     tracking.finish_sweep_run(parent, study, cfg)
     return study
+
+
+# How long stopped workers get to mark their trials failed and exit before SIGKILL.
+WORKER_STOP_S = 12
+
+
+def stop_workers(procs: list[subprocess.Popen]) -> None:
+    deadline = time.monotonic() + WORKER_STOP_S
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def _stop_parent_run(cfg: SweepConfig, url: str) -> str:

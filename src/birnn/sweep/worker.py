@@ -8,6 +8,7 @@ the running trial failed before the worker exits.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
@@ -105,13 +106,21 @@ def run_trial(
     cmd = [sys.executable, "-m", "dvc", "exp", "run", "-n", name, *set_args(overrides)]
     log.info("trial %s: %s", name, " ".join(cmd[3:]))
     with (checkout / f".{name}.log").open("w") as out:
-        res = subprocess.run(
-            cmd, cwd=checkout, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
-        )
-    if res.returncode != 0:
+        # Its own process group: on Ctrl-C or SIGTERM this worker stops the whole trial (dvc
+        # and the stage it runs), not dvc alone, and not before it has told the study.
+        proc = subprocess.Popen(
+            cmd, cwd=checkout, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            returncode = proc.wait()
+        except KeyboardInterrupt:
+            stop_group(proc, TRIAL_STOP_S)
+            raise
+    if returncode != 0:
         lines = (checkout / f".{name}.log").read_text(errors="replace").strip().splitlines()
         errors = [ln for ln in lines if ": error:" in ln or ln.startswith("ERROR")]
-        raise TrialFailed(f"dvc exp run exited {res.returncode}: {(errors or lines or [''])[-1]}")
+        raise TrialFailed(f"dvc exp run exited {returncode}: {(errors or lines or [''])[-1]}")
     try:
         params = yaml.safe_load((checkout / "params.yaml").read_text())
         restored = params["train"].get("early_stopping_patience") is not None
@@ -119,6 +128,24 @@ def run_trial(
         return objective_value(history, cfg.metric, restored)
     except (OSError, ValueError, KeyError) as exc:
         raise TrialFailed(f"no {cfg.metric} from the run: {exc}") from None
+
+
+# How long a stopped trial's processes get to end on SIGTERM before SIGKILL.
+TRIAL_STOP_S = 8
+
+
+def stop_group(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM to the process group ``proc`` leads, SIGKILL after ``timeout`` seconds."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=timeout)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def fetch_experiment(root: Path, checkout: Path) -> None:
@@ -191,7 +218,12 @@ def worker(cfg: SweepConfig, url: str, worker_id: str, root: Path) -> int:
             failures += 1
             continue
         except KeyboardInterrupt:
+            # Stopped by the user or the sweep: the trial failed, its runs were killed.
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            try:
+                tracking.mark_trial_runs_killed(study, trial)
+            except Exception as exc:  # the store may be what is going away
+                log.warning("trial %d's MLflow runs not marked KILLED: %s", trial.number, exc)
             raise
         study.tell(trial, value)
         done += 1
