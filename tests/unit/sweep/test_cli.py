@@ -3,23 +3,10 @@
 from __future__ import annotations
 
 import optuna
-import yaml
 
 from birnn.sweep.cli import best_commands
-from birnn.sweep.space import suggest, sweep_from_dict
-from tests.conftest import REPO
-
-PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
-SPACE = {
-    "train.learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
-    "train.batch_size": [64, 128],
-    "model.cell": ["lstm", "gru"],
-    "model.units": {"low": 32, "high": 128, "step": 32},
-}
-
-
-def cfg(**raw):
-    return sweep_from_dict({"space": SPACE, **raw}, PARAMS)
+from birnn.sweep.space import suggest
+from tests.helpers.sweep import PARAMS, cfg
 
 
 def test_best_commands_reproduce_the_best_trial() -> None:

@@ -15,18 +15,7 @@ from birnn.sweep.space import (
     sweep_from_dict,
 )
 from tests.conftest import REPO
-
-PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
-SPACE = {
-    "train.learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
-    "train.batch_size": [64, 128],
-    "model.cell": ["lstm", "gru"],
-    "model.units": {"low": 32, "high": 128, "step": 32},
-}
-
-
-def cfg(**raw):
-    return sweep_from_dict({"space": SPACE, **raw}, PARAMS)
+from tests.helpers.sweep import PARAMS, SPACE, cfg
 
 
 def test_the_committed_sweep_file_is_valid() -> None:
