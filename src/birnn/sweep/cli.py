@@ -35,7 +35,7 @@ import yaml
 from birnn import stage
 from birnn.errors import BirnnError, ConfigError
 from birnn.sweep.space import SweepConfig, as_text, broadcast, load_sweep, set_args
-from birnn.sweep.storage import open_storage, redact, storage_url
+from birnn.sweep.storage import check_same_search, open_storage, redact, storage_url
 from birnn.sweep.worker import check_committed, worker
 
 log = logging.getLogger("birnn.sweep")
@@ -58,6 +58,7 @@ def run_sweep(cfg: SweepConfig, url: str, workers: int, root: Path, config: Path
         direction=cfg.direction,
         load_if_exists=True,
     )
+    check_same_search(study, cfg, config)
     if "mlflow_parent_run_id" not in study.user_attrs:
         study.set_user_attr("mlflow_parent_run_id", tracking.start_sweep_run(cfg, redact(url)))
     parent = study.user_attrs["mlflow_parent_run_id"]

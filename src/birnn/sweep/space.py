@@ -236,3 +236,20 @@ def set_args(overrides: Mapping[str, Any]) -> list[str]:
 
 def trial_exp_name(study: str, number: int) -> str:
     return f"{study}-t{number:03d}"
+
+
+def search_digest(cfg: SweepConfig) -> str:
+    """What a study searches, as a digest: objective, fixed values and space (not the trial
+    count or the seed, which a resumed study may change)."""
+    import hashlib
+    import json
+
+    search = {
+        "metric": cfg.metric,
+        "direction": cfg.direction,
+        "fixed": dict(cfg.fixed),
+        "space": [
+            [d.key, d.kind, d.low, d.high, d.log, d.step, list(d.choices)] for d in cfg.space
+        ],
+    }
+    return hashlib.sha256(json.dumps(search, sort_keys=True, default=str).encode()).hexdigest()

@@ -81,3 +81,22 @@ def heartbeat(storage: Any, trial_id: int, every_s: int) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
+
+
+def check_same_search(study: Any, cfg: SweepConfig, config: Path) -> None:
+    """A resumed study must search what it was started with: Optuna would keep the stored
+    direction and mix trials of two spaces without a word. A study from before this check
+    adopts the current search."""
+    from birnn.errors import ConfigError
+    from birnn.sweep.space import search_digest
+
+    digest = search_digest(cfg)
+    stored = study.user_attrs.get("search_digest")
+    if stored is None:
+        study.set_user_attr("search_digest", digest)
+    elif stored != digest:
+        raise ConfigError(
+            f"study {cfg.study!r} was started with another objective, fixed values or space "
+            f"than {config} now holds: restore the file, or start a new study (study: in "
+            f"{config}, or --study NAME)"
+        )
