@@ -44,6 +44,17 @@ mkdir -p "$cache"
 ln -sfn "$prefix" "$cache/x64"
 touch "$cache/x64.complete"
 
+# Every `uses:` must be owner/name@<40-hex sha> with a local source (or a ./local action): a
+# tag, a sub-path or a docker:// image would make act fetch from the network.
+while read -r uses; do
+  [[ -z "$uses" || "$uses" == ./* ]] && continue
+  if ! [[ "$uses" =~ ^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+@[0-9a-f]{40}$ ]]; then
+    echo "rehearse: $uses is not owner/name@<commit sha>: refusing to let act fetch it" >&2
+    exit 1
+  fi
+done < <(grep -hE '^[[:space:]-]*uses:' ".github/workflows/$workflow" \
+         | sed -E 's/^[[:space:]-]*uses:[[:space:]]*//; s/[[:space:]]+#.*$//; s/^["'"'"']//; s/["'"'"']$//')
+
 maps=()
 for uses in $(grep -ohE 'uses: *[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+@[0-9a-f]{40}' ".github/workflows/$workflow" \
               | sed 's/uses: *//' | sort -u); do

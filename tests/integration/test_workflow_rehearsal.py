@@ -465,6 +465,19 @@ def test_an_action_without_a_local_source_stops_the_rehearsal(tmp_path: Path) ->
     assert f"no local source for someone/else@{'0' * 40}" in res.stderr
     assert "refusing to let act fetch it" in res.stderr
 
+    # A tag, a sub-path or a docker image is no pinned commit: refused before act starts.
+    for uses in ("actions/checkout@v4", f"github/codeql-action/init@{'1' * 40}",
+                 "docker://alpine:3"):  # fmt: skip
+        workflow.write_text(
+            f"on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: {uses}\n"
+        )
+        res = subprocess.run(
+            ["bash", "scripts/ci/rehearse.sh", "push", "other.yml"],
+            cwd=repo, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert res.returncode == 1, uses
+        assert f"rehearse: {uses} is not owner/name@<commit sha>" in res.stderr, res.stderr
+
 
 def test_the_gh_stand_in_records_and_refuses_github(tmp_path: Path) -> None:
     gh = REPO / "scripts" / "ci" / "stand-ins" / "gh" / "gh"

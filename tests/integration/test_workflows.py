@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -296,3 +297,23 @@ def test_pr_comment_edits_only_the_bots_own_comment(tmp_path: Path, comments, ex
     calls = (tmp_path / "calls").read_text().splitlines()
     assert len(calls) == 2
     assert calls[1].startswith(expected), calls
+
+
+def test_the_gh_stand_in_never_follows_a_link_to_another_host(tmp_path: Path, httpserver) -> None:
+    # A page's `Link: next` may point anywhere; the token must not go with it.
+    gh = REPO / "scripts" / "ci" / "stand-ins" / "gh" / "gh"
+    httpserver.expect_request("/repos/acme/birnn/pulls").respond_with_json(
+        [{"number": 1}], headers={"Link": '<http://127.0.0.2:9/steal?page=2>; rel="next"'}
+    )
+    env = {
+        **os.environ,
+        "REHEARSAL_OUT": str(tmp_path),
+        "GH_TOKEN": "ghs_secret",
+        "GITHUB_API_URL": httpserver.url_for("/").rstrip("/"),
+    }
+    res = subprocess.run(
+        [sys.executable, str(gh), "api", "repos/acme/birnn/pulls", "--paginate"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert res.returncode != 0
+    assert "refusing to follow http://127.0.0.2:9/steal?page=2" in res.stderr
