@@ -118,3 +118,13 @@ def stage_predictions(repo: Path) -> np.ndarray:
     """The evaluate stage's predicted digit for each test image."""
     with (repo / "reports/predictions.csv").open() as fh:
         return np.array([int(r["predicted"]) for r in csv.DictReader(fh)])
+
+
+def committed_predictions(repo: Path, rev: str = "HEAD") -> np.ndarray:
+    """The predictions ``rev`` committed: those of the model its ``dvc.lock`` names (what
+    ``birnn promote`` made champion), whatever later runs left in the workspace."""
+    text = subprocess.run(
+        ["git", "show", f"{rev}:reports/predictions.csv"],
+        cwd=repo, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return np.array([int(r["predicted"]) for r in csv.DictReader(text.splitlines())])

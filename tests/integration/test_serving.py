@@ -19,7 +19,7 @@ import requests
 
 from tests.conftest import REPO
 from tests.helpers.mlflow_server import free_port, stop_group
-from tests.helpers.pipeline import raw_test, stage_predictions
+from tests.helpers.pipeline import committed_predictions, raw_test
 from tests.integration.conftest import NAME
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("on_the_server")]
@@ -61,7 +61,7 @@ def test_champion_predicts_like_evaluate_on_the_whole_test_set(tracked) -> None:
     x, _ = raw_test(repo)
     model = mlflow.pyfunc.load_model(CHAMPION)
     predicted = np.asarray(model.predict(x.astype(np.float32))).argmax(axis=1)
-    np.testing.assert_array_equal(predicted, stage_predictions(repo))  # all 10,000
+    np.testing.assert_array_equal(predicted, committed_predictions(repo))  # all 10,000
 
 
 def load_without_project(server: str, uri: str, x: np.ndarray, tmp: Path) -> tuple[np.ndarray, str]:
@@ -138,7 +138,7 @@ def test_served_champion_answers_and_rejects_bad_requests(tracked, server, tmp_p
         served = np.array(res.json()["predictions"], dtype=np.float32)
         local = np.asarray(mlflow.pyfunc.load_model(CHAMPION).predict(x.astype(np.float32)))
         np.testing.assert_allclose(served, local, rtol=0, atol=1e-6)
-        np.testing.assert_array_equal(served.argmax(axis=1), stage_predictions(repo)[:200])
+        np.testing.assert_array_equal(served.argmax(axis=1), committed_predictions(repo)[:200])
         assert (served.argmax(axis=1) == y).mean() > 0.6
 
         big = np.full((3000, 28, 28), 255).tolist()  # about 12 MB of JSON
