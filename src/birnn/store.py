@@ -79,11 +79,19 @@ def leftover_tables(db: Path) -> list[str]:
         return []  # not a database at all: MLflow's own error says so, one line
 
 
+# Tables whose rows are someone's records (the default experiment, id 0, is MLflow's own).
+RECORD_TABLES = ("runs", "registered_models", "model_versions", "logged_models")
+
+
 def _holds_records(conn: sqlite3.Connection, tables: set[str]) -> bool:
-    runs = max(_count(conn, "runs", tables), _count(conn, f"{TMP_PREFIX}runs", tables))
-    models = _count(conn, "registered_models", tables)
-    experiments = _count(conn, "experiments", tables)
-    return runs > 0 or models > 0 or experiments > 1  # experiment 0, "Default", is MLflow's
+    """Whether the store holds anything of anyone's: runs, registered models, versions, logged
+    models or an experiment beyond the default, in a table or in the copy a cut-short batch
+    migration left of it."""
+
+    def rows(table: str) -> int:
+        return max(_count(conn, table, tables), _count(conn, f"{TMP_PREFIX}{table}", tables))
+
+    return any(rows(t) > 0 for t in RECORD_TABLES) or rows("experiments") > 1
 
 
 def repair(db: Path, migrate: Callable[[], None]) -> None:

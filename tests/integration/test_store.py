@@ -87,6 +87,39 @@ def store_with_runs(db: Path, n: int = 2) -> list[str]:
     return ids
 
 
+@pytest.mark.parametrize("only", ["registered model", "experiment"])
+def test_a_cut_short_migration_of_a_store_without_runs_keeps_what_it_holds(
+    project: Path, only: str, caplog
+) -> None:
+    # A store with no run but a registered model (or an experiment of its own) is not empty:
+    # repaired in place, never set aside as broken.
+    db = project / "mlflow.db"
+    client = MlflowClient(f"sqlite:///{db}")
+    if only == "registered model":
+        client.create_registered_model("kept-model")
+    else:
+        client.create_experiment("kept-experiment")
+    # Cut short inside the very table that holds it: copied, the original dropped, the copy
+    # not yet renamed back (alembic's batch mode).
+    table = "registered_models" if only == "registered model" else "experiments"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        (schema,) = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        conn.execute(schema.replace(table, f"_alembic_tmp_{table}", 1))  # same columns and keys
+        conn.execute(f"INSERT INTO _alembic_tmp_{table} SELECT * FROM {table}")
+        conn.execute("PRAGMA foreign_keys = OFF")
+        conn.execute(f"DROP TABLE {table}")
+        conn.commit()
+    log_one_run(params_from_dict({}))
+    assert "set it aside" not in caplog.text and not list(project.glob("mlflow.db.broken-*"))
+    assert "repaired MLflow store" in caplog.text
+    if only == "registered model":
+        assert client.get_registered_model("kept-model").name == "kept-model"
+    else:
+        assert client.get_experiment_by_name("kept-experiment") is not None
+
+
 @pytest.mark.parametrize("cut", ["before-drop", "before-rename"])
 def test_interrupted_batch_migration_with_runs_is_repaired_keeping_every_run(
     project: Path, cut: str, caplog
