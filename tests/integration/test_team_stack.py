@@ -202,7 +202,8 @@ def test_promote_fetches_a_model_no_cache_holds_from_the_stacks_s3(
 def ci_env(stack: Stack, env: dict, **extra: str) -> dict:
     """What the retrain workflow's jobs have: the S3 secrets, the venv's Python."""
     s3 = stack.s3_env()
-    return {**env, "PYTHON": sys.executable, "DVC_REMOTE_ENDPOINT_URL": stack.s3_endpoint(),
+    return {**env, "PYTHON": sys.executable, "DVC_REMOTE_URL": "s3://birnn/dvc",
+            "DVC_REMOTE_ENDPOINT_URL": stack.s3_endpoint(),
             "AWS_ACCESS_KEY_ID": s3["AWS_ACCESS_KEY_ID"],
             "AWS_SECRET_ACCESS_KEY": s3["AWS_SECRET_ACCESS_KEY"], **extra}  # fmt: skip
 

@@ -67,11 +67,17 @@ def test_dvc_remote_without_a_stack_is_one_line(tmp_path: Path) -> None:
     ]
 
 
-def test_dvc_remote_url_is_shared_and_credentials_stay_local(tmp_path: Path) -> None:
+def test_the_dvc_remote_is_all_local_and_private(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True)
+    # No remote committed: a clone without the stack cannot push to a bucket we do not own,
+    # and DVC says how to set one.
+    push = subprocess.run(
+        [sys.executable, "-m", "dvc", "push"], cwd=repo, capture_output=True, text=True
+    )
+    assert push.returncode != 0 and "no remote specified" in push.stderr, push.stderr
     stack = Stack(tmp_path / "stack")
     stack.root.mkdir()
     state = State.new()
@@ -79,8 +85,8 @@ def test_dvc_remote_url_is_shared_and_credentials_stay_local(tmp_path: Path) -> 
     stack.configure_dvc_remote(repo)
     shared = (repo / ".dvc/config").read_text()
     local = (repo / ".dvc/config.local").read_text()
-    assert "remote = team" in shared and "url = s3://birnn/dvc" in shared
-    assert state.s3_secret_key not in shared and "127.0.0.1" not in shared
+    assert "remote" not in shared and "s3://" not in shared
+    assert "url = s3://birnn/dvc" in local and "remote = team" in local
     assert f"endpointurl = http://127.0.0.1:{state.ports.s3}" in local
     assert state.s3_access_key in local and state.s3_secret_key in local
     assert (repo / ".dvc/config.local").stat().st_mode & 0o777 == 0o600

@@ -246,10 +246,11 @@ class Stack:
         return self.env_file
 
     def configure_dvc_remote(self, repo: Path, default: bool = True) -> None:
-        """The DVC remote ``team`` on this stack's S3: URL in ``.dvc/config`` (shared, committed),
-        endpoint and credentials in ``.dvc/config.local`` (git-ignored, mode 0600 from its
-        creation). Written in this process with DVC's own config API: the secret key is never
-        on a command line (any local user's ``ps`` reads those)."""
+        """The DVC remote ``team`` on this stack's S3, all of it in ``.dvc/config.local``
+        (git-ignored, mode 0600 from its creation): URL, endpoint and credentials. Nothing is
+        committed, so a clone without the stack has no remote and ``dvc push`` says how to
+        set one, instead of reaching a public bucket of the same name. Written in this process
+        with DVC's own config API: the secret key is never on a command line."""
         from dvc.config import Config, ConfigError
 
         st = self.state()
@@ -259,18 +260,16 @@ class Stack:
         # DVC rewrites config.local in place, so a file made private first stays private.
         os.close(os.open(local, os.O_WRONLY | os.O_CREAT, 0o600))
         os.chmod(local, 0o600)
-        config = Config(dvc_dir=str(repo / ".dvc"))
         try:
-            with config.edit("repo") as conf:
-                conf["remote"][DVC_REMOTE] = {"url": f"s3://{BUCKET}/{DVC_PREFIX}"}
-                if default:
-                    conf["core"]["remote"] = DVC_REMOTE
-            with config.edit("local") as conf:
+            with Config(dvc_dir=str(repo / ".dvc")).edit("local") as conf:
                 conf["remote"][DVC_REMOTE] = {
+                    "url": f"s3://{BUCKET}/{DVC_PREFIX}",
                     "endpointurl": self.s3_endpoint(),
                     "access_key_id": st.s3_access_key,
                     "secret_access_key": st.s3_secret_key,
                 }
+                if default:
+                    conf["core"]["remote"] = DVC_REMOTE
         except ConfigError as exc:
             raise StackError(f"DVC config of {repo}: {exc}") from None
 
