@@ -37,9 +37,13 @@ GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=http.extraheader \
   git push --force "$remote" "HEAD:refs/heads/$branch"
 
 title="Retrained model ($(date -u +%Y-%m-%d))"
+# The token goes to curl in a private header file, never as an argument (`ps` reads those).
+auth_header=$(mktemp)
+trap 'rm -f "$auth_header"' EXIT
+printf 'Authorization: Bearer %s\n' "$GH_TOKEN" > "$auth_header"
 gh_api() {  # METHOD PATH [JSON]: the GitHub REST API, failing on any HTTP error
   curl -fsS -X "$1" "$api/$2" \
-    -H "Authorization: Bearer $GH_TOKEN" -H "Accept: application/vnd.github+json" \
+    -H @"$auth_header" -H "Accept: application/vnd.github+json" \
     -H "X-GitHub-Api-Version: 2022-11-28" ${3:+--data "$3"}
 }
 owner="${GITHUB_REPOSITORY%%/*}"

@@ -208,13 +208,16 @@ def test_a_dead_tracking_server_stalls_a_logging_call_at_most_30_s(
 
     monkeypatch.chdir(tmp_path)
     for key in tracking.HTTP_LIMITS:
-        monkeypatch.delenv(key, raising=False)
+        # setenv first, so that the limits connect() sets are undone after the test too.
+        monkeypatch.setenv(key, "unset")
+        monkeypatch.delenv(key)
     started: list = []
     (tmp_path / "server").mkdir()
     with mlflow_server(tmp_path / "server", started=started) as uri:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         params = params_from_dict({})
         tracking.connect(params)
+        assert {k: os.environ[k] for k in tracking.HTTP_LIMITS} == tracking.HTTP_LIMITS
         tracking.start_run(params, run_name="dies")
         tracking.log_metrics({"loss": 1.0}, step=1)
         os.killpg(started[0].pid, signal.SIGKILL)  # kill -9, as in the incident

@@ -67,8 +67,8 @@ def test_least_privilege_and_pinning(path: Path) -> None:
         "${{ github.ref != 'refs/heads/main' }}",
     )
     assert "pull_request_target" not in wf["on"]
-    # Runs of different events never share a group (a push must not cancel a proposal).
-    assert "${{ github.event_name }}" in wf["concurrency"]["group"]
+    # Runs of different kinds never share a group (a push must not cancel a proposal).
+    assert "github.event_name" in wf["concurrency"]["group"]
     # No job keeps the token in .git/config; only a step that pushes or calls the API has it.
     for name, job in wf["jobs"].items():
         for step in job["steps"]:
@@ -186,6 +186,10 @@ def test_only_the_proposing_job_writes_and_only_it_pushes_outputs() -> None:
         "&& github.ref == 'refs/heads/main'"
     )
     assert jobs["remote-check"]["if"] == "github.event_name == 'push'"
+    # Schedule and dispatch share one group: two proposals never push retrain/auto at once.
+    group = load_workflow(REPO / ".github/workflows/retrain.yml")["concurrency"]["group"]
+    assert "(github.event_name == 'schedule' || github.event_name == 'workflow_dispatch')" in group
+    assert "&& 'propose' || github.event_name" in group
     assert jobs["remote-check"]["permissions"] == {"contents": "read"}
 
     def runs(job: dict) -> str:
@@ -317,3 +321,12 @@ def test_the_gh_stand_in_never_follows_a_link_to_another_host(tmp_path: Path, ht
     )  # fmt: skip
     assert res.returncode != 0
     assert "refusing to follow http://127.0.0.2:9/steal?page=2" in res.stderr
+    # Nor a redirect (urllib would follow it, Authorization header and all).
+    httpserver.expect_request("/repos/acme/birnn/issues").respond_with_data(
+        "", status=302, headers={"Location": "http://127.0.0.2:9/steal"}
+    )
+    res = subprocess.run(
+        [sys.executable, str(gh), "api", "repos/acme/birnn/issues"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert res.returncode != 0 and "(HTTP 302)" in res.stderr, res.stderr

@@ -8,10 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 
 from birnn.stack import Ports, Stack, StackError, State, missing_binaries, postgres
+from birnn.stack.core import start_ticks
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -82,6 +82,8 @@ def test_the_dvc_remote_is_all_local_and_private(tmp_path: Path) -> None:
     stack.root.mkdir()
     state = State.new()
     stack.save(state)
+    # What an older `dvc-remote` left (the url was in the shared config then): rewritten whole.
+    (repo / ".dvc/config.local").write_text("['remote \"team\"']\n    endpointurl = http://x\n")
     stack.configure_dvc_remote(repo)
     shared = (repo / ".dvc/config").read_text()
     local = (repo / ".dvc/config.local").read_text()
@@ -123,14 +125,20 @@ def test_a_recorded_pid_now_held_by_another_process_is_never_signalled(tmp_path:
         stack = Stack(tmp_path / "stack")
         stack.root.mkdir()
         state = State.new()
-        real_start = psutil.Process(foreign.pid).create_time()
+        real_start = start_ticks(foreign.pid)
+        assert real_start is not None
         state.pids["mlflow"] = foreign.pid
-        state.starts["mlflow"] = real_start - 3600.0  # ours started an hour earlier
+        state.starts["mlflow"] = real_start - 100  # ours started a second earlier
         stack.save(state)
         assert stack.pid("mlflow") is None
         assert stack.down() == []
         assert foreign.poll() is None, "a process that is not the stack's was signalled"
-        # The same pid with its true start time is taken for the service, and stopped.
+        # A state from before start times were kept: a `sleep` is no mlflow server either.
+        del state.starts["mlflow"]
+        stack.save(state)
+        assert stack.pid("mlflow") is None and stack.down() == []
+        assert foreign.poll() is None
+        # The same pid with its true start is taken for the service, and stopped.
         state.starts["mlflow"] = real_start
         stack.save(state)
         assert stack.pid("mlflow") == foreign.pid

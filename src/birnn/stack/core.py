@@ -34,9 +34,21 @@ from birnn.stack.state import (
     write_private,
 )
 
-# A recorded start time and the live process's agree to the clock tick; another process that
-# got the same pid started at another time.
-START_TOLERANCE_S = 0.5
+# What each service's command holds: how a state without start times tells its processes.
+LEGACY_MARKERS = {"postgres": "postgres", "s3": "weed", "mlflow": "mlflow"}
+
+
+def start_ticks(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (``/proc/<pid>/stat``, field 22):
+    fixed for its life, unlike a wall-clock start time that follows clock changes."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its last ")".
+    return int(text.rsplit(")", 1)[1].split()[19])
+
+
 # How each service starts: service -> start(stack, state).
 STARTS = {"postgres": postgres.start, "s3": s3.start, "mlflow": mlflow_server.start}
 
@@ -95,21 +107,23 @@ class Stack:
 
     def pid(self, service: str) -> int | None:
         """The service's pid if that process is alive (not a zombie) and is the one this stack
-        started: same start time. After a crash or a reboot the recorded number may belong to
-        any other process; that one is never taken for ours, so never signalled."""
+        started: same start (kernel clock ticks since boot, which no clock change moves). After
+        a crash or a reboot the recorded number may belong to any other process; that one is
+        never taken for ours, so never signalled. A state from before start times were kept is
+        trusted only when the process's command is the service's."""
         st = self.load()
         pid = st.pids.get(service) if st else None
-        started = st.starts.get(service) if st else None
-        if not pid or started is None:
+        if not pid:
             return None
         try:
             proc = psutil.Process(pid)
             if proc.status() == psutil.STATUS_ZOMBIE:
                 return None
-            now = proc.create_time()
+            if service not in st.starts:
+                return pid if LEGACY_MARKERS[service] in " ".join(proc.cmdline()) else None
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             return None
-        return pid if abs(now - started) < START_TOLERANCE_S else None
+        return pid if start_ticks(pid) == st.starts[service] else None
 
     def answers(self, service: str) -> bool:
         """Whether the service answers on its port: the health check ``status`` reports."""
@@ -146,7 +160,7 @@ class Stack:
             )
         st = self.state()
         st.pids[service] = proc.pid
-        st.starts[service] = psutil.Process(proc.pid).create_time()
+        st.starts[service] = start_ticks(proc.pid)
         self.save(st)
         return proc.pid
 
@@ -261,7 +275,11 @@ class Stack:
         os.close(os.open(local, os.O_WRONLY | os.O_CREAT, 0o600))
         os.chmod(local, 0o600)
         try:
-            with Config(dvc_dir=str(repo / ".dvc")).edit("local") as conf:
+            # Not validated on the way in: a config.local from before (a `team` remote with no
+            # url, which the shared config used to hold) is what this rewrites whole.
+            with Config(dvc_dir=str(repo / ".dvc"), validate=False).edit(
+                "local", validate=False
+            ) as conf:
                 conf["remote"][DVC_REMOTE] = {
                     "url": f"s3://{BUCKET}/{DVC_PREFIX}",
                     "endpointurl": self.s3_endpoint(),
@@ -270,6 +288,7 @@ class Stack:
                 }
                 if default:
                     conf["core"]["remote"] = DVC_REMOTE
+            Config(dvc_dir=str(repo / ".dvc"))  # the result, validated
         except ConfigError as exc:
             raise StackError(f"DVC config of {repo}: {exc}") from None
 

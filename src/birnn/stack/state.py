@@ -123,7 +123,7 @@ class State:
     s3_access_key: str
     s3_secret_key: str
     pids: dict[str, int] = field(default_factory=dict)
-    starts: dict[str, float] = field(default_factory=dict)
+    starts: dict[str, int | None] = field(default_factory=dict)
 
     @classmethod
     def new(cls, mlflow_port: int | None = None) -> State:

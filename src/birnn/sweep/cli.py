@@ -18,6 +18,7 @@ marked failed by the others and retried once with the same params.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -36,7 +37,7 @@ from birnn import stage
 from birnn.errors import BirnnError, ConfigError
 from birnn.sweep.space import SweepConfig, as_text, broadcast, load_sweep, set_args
 from birnn.sweep.storage import check_same_search, open_storage, redact, storage_url
-from birnn.sweep.worker import check_committed, worker
+from birnn.sweep.worker import check_committed, ignore_stop_signals, worker
 
 log = logging.getLogger("birnn.sweep")
 
@@ -97,6 +98,7 @@ def run_sweep(cfg: SweepConfig, url: str, workers: int, root: Path, config: Path
         # Ctrl-C reached the workers too (one process group); SIGTERM (a CI cancel, `timeout`)
         # reached only this process: either way each worker is told, stops its trial and
         # tells the study, within WORKER_STOP_S, or is killed.
+        ignore_stop_signals()
         stop_workers(procs)
         raise
     study = optuna.load_study(study_name=cfg.study, storage=storage)
@@ -118,7 +120,13 @@ WORKER_STOP_S = 12
 
 
 def stop_workers(procs: list[subprocess.Popen]) -> None:
+    """Workers that Ctrl-C reached stop by themselves; after a moment the others (SIGTERM
+    came to this process alone) are told; any left at the deadline are killed."""
     deadline = time.monotonic() + WORKER_STOP_S
+    grace = time.monotonic() + 2.0
+    for p in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(timeout=max(0.0, grace - time.monotonic()))
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -183,6 +191,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--study", help="study name (overrides the file)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    # SIGTERM (`timeout`, a CI cancel) stops the sweep as Ctrl-C does, whichever way it was
+    # started (`birnn sweep`, `python -m birnn.sweep`, a worker).
+    signal.signal(signal.SIGTERM, stage._raise_interrupt)
     stage.setup_logging()
     _quiet()
     with stage.one_line_errors("birnn sweep"):

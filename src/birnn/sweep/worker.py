@@ -115,6 +115,7 @@ def run_trial(
         try:
             returncode = proc.wait()
         except KeyboardInterrupt:
+            ignore_stop_signals()  # Ctrl-C and the sweep's SIGTERM may both come: stop once
             stop_group(proc, TRIAL_STOP_S)
             raise
     if returncode != 0:
@@ -132,6 +133,14 @@ def run_trial(
 
 # How long a stopped trial's processes get to end on SIGTERM before SIGKILL.
 TRIAL_STOP_S = 8
+
+
+def ignore_stop_signals() -> None:
+    """While a stopped worker cleans up, a second Ctrl-C or SIGTERM must not cut it short."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def stop_group(proc: subprocess.Popen, timeout: float) -> None:
@@ -194,11 +203,19 @@ def worker(cfg: SweepConfig, url: str, worker_id: str, root: Path) -> int:
                 f"(its log: {checkout / ('.' + name + '.log')})"
             )
         trial = study.ask()
-        values = {**cfg.fixed, **{d.key: suggest(trial, d) for d in cfg.space}}
+        # A heartbeat at once: a worker killed before its trial starts leaves a trial the
+        # others can see is stale, never one RUNNING forever.
+        storage.record_heartbeat(trial._trial_id)
+        try:
+            values = {**cfg.fixed, **{d.key: suggest(trial, d) for d in cfg.space}}
+            name = trial_exp_name(cfg.study, trial.number)
+            trial.set_user_attr("dvc_exp", name)
+            trial.set_user_attr("worker", worker_id)
+        except KeyboardInterrupt:
+            ignore_stop_signals()
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
         overrides = broadcast(raw_params, values)
-        name = trial_exp_name(cfg.study, trial.number)
-        trial.set_user_attr("dvc_exp", name)
-        trial.set_user_attr("worker", worker_id)
         env = {
             # The stages run with this environment's Python and the checkout's own code.
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -219,6 +236,7 @@ def worker(cfg: SweepConfig, url: str, worker_id: str, root: Path) -> int:
             continue
         except KeyboardInterrupt:
             # Stopped by the user or the sweep: the trial failed, its runs were killed.
+            ignore_stop_signals()
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             try:
                 tracking.mark_trial_runs_killed(study, trial)
