@@ -72,6 +72,9 @@ done
 # run reaches this one.
 while read -r var; do unset "$var"; done < <(compgen -e | grep -E '^(GITHUB_|RUNNER_|ACTIONS_)')
 unset BASH_ENV NODE_OPTIONS
+# GitHub's runners cache bytecode as Python imports; so do the rehearsed jobs (setup.sh then
+# skips compiling each job's venv ahead).
+unset PYTHONDONTWRITEBYTECODE
 
 # The job's shells and node processes load the probes; `gh` is the stand-in.
 rc=0
