@@ -114,10 +114,14 @@ def raw_test(repo: Path) -> tuple[np.ndarray, np.ndarray]:
     return raw["x_test"], raw["y_test"]
 
 
+def _predicted(lines) -> np.ndarray:
+    return np.array([int(r["predicted"]) for r in csv.DictReader(lines)])
+
+
 def stage_predictions(repo: Path) -> np.ndarray:
     """The evaluate stage's predicted digit for each test image."""
     with (repo / "reports/predictions.csv").open() as fh:
-        return np.array([int(r["predicted"]) for r in csv.DictReader(fh)])
+        return _predicted(fh)
 
 
 def committed_predictions(repo: Path, rev: str = "HEAD") -> np.ndarray:
@@ -127,4 +131,4 @@ def committed_predictions(repo: Path, rev: str = "HEAD") -> np.ndarray:
         ["git", "show", f"{rev}:reports/predictions.csv"],
         cwd=repo, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    return np.array([int(r["predicted"]) for r in csv.DictReader(text.splitlines())])
+    return _predicted(text.splitlines())

@@ -8,6 +8,8 @@ anything starts, so a bad file fails with one line naming the key (:class:`Confi
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -241,8 +243,6 @@ def trial_exp_name(study: str, number: int) -> str:
 def search_digest(cfg: SweepConfig) -> str:
     """What a study searches, as a digest: objective, fixed values and space (not the trial
     count or the seed, which a resumed study may change)."""
-    import hashlib
-    import json
 
     search = {
         "metric": cfg.metric,

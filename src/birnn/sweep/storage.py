@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from birnn import stage
-from birnn.errors import BirnnError
-from birnn.sweep.space import SWEEP_DIR, SweepConfig
+from birnn.errors import BirnnError, ConfigError
+from birnn.sweep.space import SWEEP_DIR, SweepConfig, search_digest
 
 log = logging.getLogger("birnn.sweep")
 
@@ -87,9 +87,6 @@ def check_same_search(study: Any, cfg: SweepConfig, config: Path) -> None:
     """A resumed study must search what it was started with: Optuna would keep the stored
     direction and mix trials of two spaces without a word. A study from before this check
     adopts the current search."""
-    from birnn.errors import ConfigError
-    from birnn.sweep.space import search_digest
-
     digest = search_digest(cfg)
     stored = study.user_attrs.get("search_digest")
     if stored is None:

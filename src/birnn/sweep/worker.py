@@ -13,6 +13,7 @@ import csv
 import logging
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -137,16 +138,12 @@ TRIAL_STOP_S = 8
 
 def ignore_stop_signals() -> None:
     """While a stopped worker cleans up, a second Ctrl-C or SIGTERM must not cut it short."""
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def stop_group(proc: subprocess.Popen, timeout: float) -> None:
     """SIGTERM to the process group ``proc`` leads, SIGKILL after ``timeout`` seconds."""
-    import signal
-
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
