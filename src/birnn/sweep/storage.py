@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,22 +66,62 @@ def redact(url: str) -> str:
 
 
 @contextlib.contextmanager
-def heartbeat(storage: Any, trial_id: int, every_s: int) -> Iterator[None]:
-    """Record the trial's heartbeat every ``every_s`` seconds while the block runs."""
-    stop = threading.Event()
+def heartbeat(storage: Any, trial_id: int, every_s: int) -> Iterator[threading.Event]:
+    """Record the trial's heartbeat every ``every_s`` seconds while the block runs.
+
+    A heartbeat that cannot be recorded (the storage is down or locked) is retried every few
+    seconds. After :func:`lost_after` seconds without one, the yielded event is set: other
+    workers are about to see the trial as stale and retry it, so its runner must stop it
+    rather than let it run twice."""
+    stop, lost = threading.Event(), threading.Event()
+    limit = lost_after(every_s)
 
     def beat() -> None:
+        last_ok = time.monotonic()
+        failing = False
         while not stop.is_set():
-            storage.record_heartbeat(trial_id)
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception as exc:
+                if not failing:
+                    log.warning("trial heartbeat not recorded (%s); retrying", one_line(exc))
+                failing = True
+                if time.monotonic() - last_ok >= limit:
+                    lost.set()
+                    return
+                stop.wait(min(every_s, HEARTBEAT_RETRY_S))
+                continue
+            if failing:
+                log.warning("trial heartbeat recorded again")
+            failing, last_ok = False, time.monotonic()
             stop.wait(every_s)
 
     thread = threading.Thread(target=beat, daemon=True)
     thread.start()
     try:
-        yield
+        yield lost
     finally:
         stop.set()
         thread.join()
+
+
+# A failed heartbeat is retried this often (seconds, at most every heartbeat interval).
+HEARTBEAT_RETRY_S = 2
+
+
+def lost_after(every_s: int) -> float:
+    """Seconds without a recorded heartbeat after which a trial stops itself: two intervals,
+    inside the three (the storage's grace period) after which other workers retry it."""
+    return 2 * every_s
+
+
+def one_line(exc: BaseException) -> str:
+    """The root cause in one line (Optuna wraps a locked or lost database in a generic
+    StorageInternalError)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
 
 
 def check_same_search(study: Any, cfg: SweepConfig, config: Path) -> None:

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Mapping
@@ -33,6 +34,10 @@ log = logging.getLogger("birnn.sweep")
 
 class TrialFailed(BirnnError):
     """A trial's pipeline run failed; the study goes on."""
+
+
+class TrialAbandoned(BirnnError):
+    """A trial stopped because its heartbeat could not be recorded: another worker retries it."""
 
 
 def objective_value(history_csv: Path, metric: str, best_restored: bool) -> float:
@@ -101,6 +106,7 @@ def run_trial(
     overrides: Mapping[str, Any],
     name: str,
     env: Mapping[str, str],
+    lost: threading.Event | None = None,
 ) -> float:
     """``dvc exp run`` of one trial in the worker's checkout; its objective value."""
     git("checkout", "-q", "--force", "--", "params.yaml", cwd=checkout)
@@ -114,7 +120,10 @@ def run_trial(
             start_new_session=True,
         )  # fmt: skip
         try:
-            returncode = proc.wait()
+            returncode = wait_unless(proc, lost)
+        except TrialAbandoned:
+            stop_group(proc, TRIAL_STOP_S)
+            raise
         except KeyboardInterrupt:
             ignore_stop_signals()  # Ctrl-C and the sweep's SIGTERM may both come: stop once
             stop_group(proc, TRIAL_STOP_S)
@@ -130,6 +139,29 @@ def run_trial(
         return objective_value(history, cfg.metric, restored)
     except (OSError, ValueError, KeyError) as exc:
         raise TrialFailed(f"no {cfg.metric} from the run: {exc}") from None
+
+
+def wait_unless(proc: subprocess.Popen, lost: threading.Event | None) -> int:
+    """``proc``'s exit code, or :class:`TrialAbandoned` as soon as ``lost`` is set."""
+    while True:
+        try:
+            return proc.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            if lost is not None and lost.is_set():
+                raise TrialAbandoned("its heartbeat could not be recorded") from None
+
+
+def surplus(study: Any, trial: Any, wanted: int) -> bool:
+    """Whether ``trial`` is one more than the study wants. Two workers can count
+    ``wanted - 1`` trials at once and both ask; the storage numbers trials atomically, so the
+    one whose lower-numbered trials already make ``wanted`` (complete or running) gives way."""
+    import optuna
+
+    counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+    before = [
+        t for t in study.get_trials(deepcopy=False, states=counted) if t.number < trial.number
+    ]
+    return len(before) >= wanted
 
 
 # How long a stopped trial's processes get to end on SIGTERM before SIGKILL.
@@ -203,6 +235,11 @@ def worker(cfg: SweepConfig, url: str, worker_id: str, root: Path) -> int:
         # A heartbeat at once: a worker killed before its trial starts leaves a trial the
         # others can see is stale, never one RUNNING forever.
         storage.record_heartbeat(trial._trial_id)
+        if surplus(study, trial, cfg.trials):
+            trial.set_user_attr("surplus", True)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            log.info("trial %d not run: the study has its %d trials", trial.number, cfg.trials)
+            continue
         try:
             values = {**cfg.fixed, **{d.key: suggest(trial, d) for d in cfg.space}}
             name = trial_exp_name(cfg.study, trial.number)
@@ -222,9 +259,16 @@ def worker(cfg: SweepConfig, url: str, worker_id: str, root: Path) -> int:
             "BIRNN_REGISTRY": os.environ.get("BIRNN_SWEEP_REGISTRY", "off"),
         }
         try:
-            with heartbeat(storage, trial._trial_id, cfg.heartbeat_s):
-                value = run_trial(cfg, checkout, overrides, name, env)
+            with heartbeat(storage, trial._trial_id, cfg.heartbeat_s) as lost:
+                value = run_trial(cfg, checkout, overrides, name, env, lost)
             fetch_experiment(root, checkout)
+        except TrialAbandoned as exc:
+            # Not told: the storage could not be written, and the study's other workers fail
+            # and retry the stale trial; telling it now could race their retry.
+            log.warning("trial %d stopped: %s; another worker retries it", trial.number, exc)
+            last_error = str(exc)
+            failures += 1
+            continue
         except TrialFailed as exc:
             log.warning("trial %d failed: %s", trial.number, exc)
             last_error = str(exc)
@@ -240,7 +284,13 @@ def worker(cfg: SweepConfig, url: str, worker_id: str, root: Path) -> int:
             except Exception as exc:  # the store may be what is going away
                 log.warning("trial %d's MLflow runs not marked KILLED: %s", trial.number, exc)
             raise
-        study.tell(trial, value)
+        # A trial another worker already failed as stale (this one's heartbeat stalled) keeps
+        # that state: its retry counts, not this run.
+        if storage.get_trial(trial._trial_id).state.is_finished():
+            log.warning("trial %d was failed by another worker meanwhile: its result is not "
+                        "counted (its retry is)", trial.number)  # fmt: skip
+            continue
+        study.tell(trial, value, skip_if_finished=True)
         done += 1
         log.info("trial %d (%s): %s = %.4f", trial.number, name, cfg.metric, value)
     return done
