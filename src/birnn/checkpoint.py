@@ -82,7 +82,9 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps (best weights separately, as arrays)."""
         best = None if self.best is None else float(self.best)
-        return {"wait": self.wait, "best": best, "best_epoch": self.best_epoch}
+        # Whether it has stopped the run: a resume after that trains no more epochs.
+        stopped = bool(self.model is not None and self.model.stop_training)
+        return {"wait": self.wait, "best": best, "best_epoch": self.best_epoch, "stopped": stopped}
 
 
 @dataclass
@@ -95,6 +97,11 @@ class Checkpoint:
     history: list[dict[str, float]] = field(default_factory=list)
     run_id: str | None = None
     early_stopping: dict[str, Any] | None = None
+
+    @property
+    def stopped_early(self) -> bool:
+        """Early stopping ended the run at the saved epoch."""
+        return bool(self.early_stopping and self.early_stopping.get("stopped"))
 
     @property
     def state_path(self) -> Path:

@@ -24,7 +24,8 @@ POINTS: dict[str, str] = {
     "the state that names them: the resume starts from the previous epoch and ends with the "
     "weights and history of an uninterrupted run",
     "checkpoint.state": "after the state names the new epoch's files, before the previous "
-    "epoch's are removed: the resume starts from the new epoch, same end result",
+    "epoch's are removed: the resume starts from the new epoch, same end result; after the epoch "
+    "early stopping ends the run with, the resume trains no further epoch",
     "registry.audit-tags": "after the new champion's audit tags, before any alias moves: the "
     "old champion stays; promote run again moves it and records the move once",
     "registry.previous-alias": "after `previous` moved, before `champion`: the old champion "

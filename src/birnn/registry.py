@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,8 @@ WEIGHTS = "weights_sha256"
 MODEL_MD5 = "model_md5"  # DVC's md5 of models/model.keras: what dvc.lock names
 MODEL_CODE = "model_code_sha256"  # the code the logged model carries (its input contract)
 BLOCKED = "champion_blocked"  # set by --rollback: promote refuses the version unless forced
+# One id per register() call, on the version it creates: a retry finds an earlier attempt's.
+REGISTRATION = "registration_id"
 MOVE_PREFIX = "champion.move."
 
 
@@ -157,13 +160,27 @@ def register(
     client = store.Retrying(client)
     all_tags = {k: f"{float(metrics[k]):.6f}" for k in SELECTION_METRICS if k in metrics}
     all_tags.update(tags)
+    all_tags[REGISTRATION] = uuid.uuid4().hex
     # Tags at creation: no version is ever visible without its digests and scores, which is
     # what lets two concurrent registrations of one model agree (see canonical()).
-    version = store.retrying(mlflow.register_model)(model_uri, name, tags=all_tags).version
+    version = store.retrying(_register_once)(client, model_uri, name, all_tags)
     if mlflow.active_run() is not None:
         store.retrying(mlflow.set_tags)({"registry.version": str(version)})
     log.info("registered %s version %s", name, version)
     return client.get_model_version(name, version)
+
+
+def _register_once(client: Any, model_uri: str, name: str, tags: dict[str, str]) -> str:
+    """``mlflow.register_model`` is several writes (the registered model, the version, its
+    link to the logged model) and then polls the version: "database is locked" in a later step
+    than the version's creation must not create it again when :func:`store.retrying` repeats
+    the call, so each attempt first looks for the version an earlier one made."""
+    done = client.search_model_versions(
+        f"name = '{name}' and tags.`{REGISTRATION}` = '{tags[REGISTRATION]}'"
+    )
+    if done:
+        return done[0].version
+    return mlflow.register_model(model_uri, name, tags=tags).version
 
 
 def link_existing(version: ModelVersion) -> None:

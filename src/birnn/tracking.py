@@ -407,7 +407,7 @@ def log_model(model_file: Path, example_pixels: np.ndarray | None) -> str:
             shutil.copy(package / name, carried / name)
         code = Path(tmp) / "digit_model_entry.py"
         code.write_text(_MODEL_CODE)
-        info = store.retrying(mlflow.pyfunc.log_model)(
+        return store.retrying(_log_model_once(set(_logged_models())))(
             name=MODEL_NAME_IN_RUN,
             python_model=str(code),
             artifacts={"keras_model": str(model_file)},
@@ -424,7 +424,38 @@ def log_model(model_file: Path, example_pixels: np.ndarray | None) -> str:
                 f"numpy=={np.__version__}",
             ],
         )
-    return info.model_uri
+
+
+def _logged_models() -> dict[str, Any]:
+    """The active run's logged models named ``MODEL_NAME_IN_RUN``, by id."""
+    run = mlflow.active_run()
+    if run is None:
+        return {}
+    found = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}' AND name = '{MODEL_NAME_IN_RUN}'",
+        output_format="list",
+    )
+    return {m.model_id: m for m in found}
+
+
+def _log_model_once(before: set[str]) -> Any:
+    """``mlflow.pyfunc.log_model`` as one retryable step. It is several writes (the logged
+    model, its artifacts, its link to the run, its READY status): when "database is locked"
+    cuts one short, the retry keeps a model an earlier attempt finished and deletes one it left
+    half-logged, so the run never holds two."""
+    from mlflow.entities import LoggedModelStatus
+
+    def attempt(**kwargs: Any) -> str:
+        earlier = {k: m for k, m in _logged_models().items() if k not in before}
+        for model_id, model in earlier.items():
+            if model.status == LoggedModelStatus.READY:
+                return f"models:/{model_id}"
+            MlflowClient().delete_logged_model(model_id)
+        return mlflow.pyfunc.log_model(**kwargs).model_uri
+
+    attempt.__name__ = "log_model"
+    return attempt
 
 
 def log_committed_model(

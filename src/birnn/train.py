@@ -101,6 +101,7 @@ def fit(
     callbacks: list[Any],
     initial_epoch: int = 0,
     verbose: int | str = "auto",
+    epochs: int | None = None,
 ) -> float:
     """Run ``model.fit``; return the wall time in seconds.
 
@@ -108,15 +109,16 @@ def fit(
     Keras' own shuffling draws from the global RNG, so a resumed run would see other batches.
     With steps_per_epoch set, Keras keeps reading the same iterator from epoch to epoch.
     """
+    epochs = cfg.epochs if epochs is None else epochs
     stream = augmented_batches(
-        *train, cfg.batch_size, cfg.augment_shift, cfg.seed, initial_epoch, cfg.epochs
+        *train, cfg.batch_size, cfg.augment_shift, cfg.seed, initial_epoch, epochs
     )
     start = time.perf_counter()
     model.fit(
         stream,
         steps_per_epoch=math.ceil(len(train[1]) / cfg.batch_size),
         shuffle=False,
-        epochs=cfg.epochs,
+        epochs=epochs,
         initial_epoch=initial_epoch,
         validation_data=val,
         callbacks=callbacks,
@@ -190,7 +192,10 @@ def train_and_log(params: Params, model: keras.Model, ckpt: Checkpoint, data: tu
     tracking.log_datasets({"train": (train, TRAIN_FILES[0]), "validation": (val, TRAIN_FILES[1])})
     initial_epoch = ckpt.epochs_done
     callbacks = callbacks_for(params.train, ckpt, [tracking.epoch_logger()])
-    seconds = fit(model, train, val, params.train, callbacks, initial_epoch=initial_epoch)
+    # Early stopping had ended the run before a kill: no more epochs, only its end (the best
+    # weights restored), as the uninterrupted run had.
+    epochs = initial_epoch if ckpt.stopped_early else params.train.epochs
+    seconds = fit(model, train, val, params.train, callbacks, initial_epoch, epochs=epochs)
     info = write_outputs(model, ckpt, summary, len(train[1]), len(val[1]), initial_epoch, seconds)
     tracking.log_metrics(
         {"train_wall_time_s": seconds, "train_samples_per_s": info["samples_per_s"]}

@@ -144,11 +144,14 @@ def test_killed_training_resumes_in_the_same_run(prepared: Path, tmp_path: Path)
 
 
 # Dropout masks (seed-generator state), optimizer state, data order, augmentation and the
-# early-stopping state all carry over a kill.
+# early-stopping state all carry over a kill. At this learning rate val_loss gets worse after
+# epoch 2, so early stopping ends the run at epoch 3 of 6.
 RESUMED = {
     **FOUR_EPOCHS,
-    "train": {**FOUR_EPOCHS["train"], "early_stopping_patience": 1, "augment_shift": 1},
-}
+    "train": {**FOUR_EPOCHS["train"], "epochs": 6, "learning_rate": 0.02,
+              "early_stopping_patience": 1, "augment_shift": 1},
+}  # fmt: skip
+STOPPED_AT = 3
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +163,11 @@ def uninterrupted(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 # A SIGKILL at an arbitrary moment is test_killed_training_resumes_in_the_same_run's; these are
-# the two windows between the checkpoint's writes, hit exactly.
-@pytest.mark.parametrize("kill", ["checkpoint.files:2", "checkpoint.state:2"])
+# the two windows between the checkpoint's writes, hit exactly, and the window after the epoch
+# that early stopping ends with is checkpointed (before, the resume trained on past it).
+@pytest.mark.parametrize(
+    "kill", ["checkpoint.files:2", "checkpoint.state:2", f"checkpoint.state:{STOPPED_AT}"]
+)
 def test_resumed_training_equals_uninterrupted_with_dropout_and_early_stopping(
     prepared: Path, uninterrupted: Path, tmp_path: Path, kill: str
 ) -> None:
@@ -173,6 +179,8 @@ def test_resumed_training_equals_uninterrupted_with_dropout_and_early_stopping(
     assert res.returncode == crash.EXIT_CODE, res.stderr[-2000:]
     assert "resuming from checkpoint" in ok("birnn.train", resumed).stderr
     whole = uninterrupted
+    with (whole / "reports/history.csv").open() as fh:
+        assert len(list(csv.DictReader(fh))) == STOPPED_AT  # it did stop early
     for name in ("history.csv",):
         assert (whole / "reports" / name).read_bytes() == (resumed / "reports" / name).read_bytes()
     digest = [json.loads((d / "reports/train.json").read_text())["weights_sha256"]

@@ -53,3 +53,41 @@ def test_only_not_found_means_a_run_is_absent(
     else:
         with pytest.raises(TrackingError, match="could not look up run abc123"):
             tracking.run_state(client, "abc123", params)
+
+
+def test_a_lock_mid_log_model_leaves_the_run_one_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # log_model is several writes; "database is locked" after the logged model exists (here,
+    # on its artifacts) made the retry log a second one beside the half-logged first.
+    import keras
+    import mlflow
+    import sqlalchemy.exc
+    from mlflow.tracking import MlflowClient
+
+    keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.Dense(10)]).save(
+        tmp_path / "tiny.keras"
+    )
+    locked = {"left": 1}
+    real = MlflowClient.log_model_artifacts
+
+    def busy(self, model_id, local_dir):
+        if locked["left"]:
+            locked["left"] -= 1
+            raise mlflow.exceptions.MlflowException(
+                "write failed", error_code="INTERNAL_ERROR"
+            ) from sqlalchemy.exc.OperationalError("INSERT", {}, "database is locked")
+        return real(self, model_id, local_dir)
+
+    monkeypatch.setattr(MlflowClient, "log_model_artifacts", busy)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        with mlflow.start_run() as run:
+            uri = tracking.log_model(tmp_path / "tiny.keras", None)
+        assert locked["left"] == 0  # the lock did hit
+        models = mlflow.search_logged_models(
+            experiment_ids=[run.info.experiment_id], output_format="list"
+        )
+        assert [(f"models:/{m.model_id}", m.status.name) for m in models] == [(uri, "READY")]
+    finally:
+        mlflow.set_tracking_uri(None)
