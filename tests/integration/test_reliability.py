@@ -25,7 +25,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def write_params(cwd: Path, **sections: dict) -> None:
+    """params.yaml with ``sections`` updated; the LSTMs not unrolled, as in SMALL_RUN."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["model"]["unroll"] = False
     for section, values in sections.items():
         params[section].update(values)
     (cwd / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
