@@ -42,20 +42,25 @@ def project(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> tuple[
         train__learning_rate=0.003,  # one short epoch: a bolder step size learns more
     )
     dvc("repro", cwd=repo, env=env)
+    # What that first run wrote, before other tests (in any order) change params and rerun.
+    FIRST_RUN["present"] = [rel for rel in OUTPUTS if (repo / rel).is_file()]
+    for name in ("metrics.json", "history.csv", "train.json"):
+        FIRST_RUN[name] = (repo / "reports" / name).read_text()
     return repo, env
 
 
+FIRST_RUN: dict = {}
+
+
 def test_repro_writes_every_output_and_learns(project: tuple[Path, dict]) -> None:
-    repo, _ = project
-    for rel in OUTPUTS:
-        assert (repo / rel).is_file(), rel
-    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert FIRST_RUN["present"] == OUTPUTS
+    metrics = json.loads(FIRST_RUN["metrics.json"])
     assert metrics["test_samples"] == 10_000  # the whole untouched test set
     assert metrics["test_accuracy"] > 0.5  # chance is 0.1
-    history = (repo / "reports/history.csv").read_text().splitlines()
+    history = FIRST_RUN["history.csv"].splitlines()
     assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy,learning_rate"
     assert len(history) == 2
-    train = json.loads((repo / "reports/train.json").read_text())
+    train = json.loads(FIRST_RUN["train.json"])
     assert 2900 <= train["train_samples"] <= 3100
     assert train["val_samples"] == 6000 - 1  # 10% of each class, rounded per class
 

@@ -186,11 +186,14 @@ def test_database_is_locked_is_retried_not_fatal(project: Path, caplog) -> None:
 SLICE = ("preprocess.train_samples=400", "train.epochs=1")
 
 
-def check_store(repo: Path, expected_runs: int) -> None:
+def check_store(repo: Path, names: set[str]) -> None:
+    """One finished run per experiment in ``names`` (beside any other test's on this clone),
+    and every run's weights registered once."""
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     exp = client.get_experiment_by_name("birnn-mnist")
     runs = client.search_runs([exp.experiment_id])
-    assert len(runs) == expected_runs, [r.info.run_name for r in runs]
+    mine = sorted(r.info.run_name for r in runs if r.info.run_name in names)
+    assert mine == sorted(names), [r.info.run_name for r in runs]
     for run in runs:
         assert run.info.status == "FINISHED", run.info.run_name
         assert {"test_accuracy", "val_accuracy", "loss"} <= set(run.data.metrics), run.info.run_name
@@ -223,7 +226,7 @@ def test_queue_with_two_workers_on_a_fresh_clone(fresh_clone) -> None:
         assert time.monotonic() < deadline, status
         time.sleep(5)
     assert status.count("Success") == 3, status + dvc("queue", "logs", "qa", cwd=repo, env=env)
-    check_store(repo, expected_runs=3)
+    check_store(repo, {"qa", "qb", "qc"})
 
 
 def test_two_temp_experiments_started_at_once(fresh_clone) -> None:
@@ -238,7 +241,7 @@ def test_two_temp_experiments_started_at_once(fresh_clone) -> None:
         )  # fmt: skip
     outs = [p.communicate(timeout=900)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outs)
-    check_store(repo, expected_runs=5)
+    check_store(repo, {"ta", "tb"})
     shown = json.loads(dvc("exp", "show", "--json", cwd=repo, env=env))
     names = {e.get("name") for rev in shown for e in (rev.get("experiments") or [])}
-    assert {"qa", "qb", "qc", "ta", "tb"} <= names
+    assert {"ta", "tb"} <= names

@@ -80,9 +80,12 @@ def test_a_lock_mid_log_model_leaves_the_run_one_model(
         return real(self, model_id, local_dir)
 
     monkeypatch.setattr(MlflowClient, "log_model_artifacts", busy)
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
     try:
-        with mlflow.start_run() as run:
+        # Its own experiment, by id: another test's active experiment may linger in mlflow.
+        experiment = MlflowClient(uri).create_experiment("lock")
+        with mlflow.start_run(experiment_id=experiment) as run:
             uri = tracking.log_model(tmp_path / "tiny.keras", None)
         assert locked["left"] == 0  # the lock did hit
         models = mlflow.search_logged_models(
