@@ -172,8 +172,10 @@ def test_sigterm_stops_every_worker_and_trial(
     # SIGTERM to the sweep's main process only (what `timeout` and a CI cancel send): before,
     # it exited at once and both workers ran on. Ctrl-C (SIGINT to the terminal's process
     # group): before, a worker died in `git fetch`, the other took its stopped trial for a
-    # failed one and went on, and the sweep ran to its end. Now every worker, its dvc and its
-    # stage end within ~15 s; the stopped trials are FAIL, their runs and the parent KILLED.
+    # failed one and went on, and the sweep ran to its end (as it still did where the sweep
+    # was started with SIGINT ignored, as under CI's background shells, until it installed
+    # its own handler). Now every worker, its dvc and its stage end within ~15 s; the stopped
+    # trials are FAIL, their runs and the parent KILLED.
     study = f"tiny-{how[:6]}"
     repo, env = sweep_project(stack, tmp_path / "repo", mnist_dir, study, trials=2)
     longer = {**SPACE, "study": study, "trials": 2,

@@ -192,8 +192,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     # SIGTERM (`timeout`, a CI cancel) stops the sweep as Ctrl-C does, whichever way it was
-    # started (`birnn sweep`, `python -m birnn.sweep`, a worker).
+    # started (`birnn sweep`, `python -m birnn.sweep`, a worker). Ctrl-C too, even where the
+    # parent left SIGINT ignored (a script's background job, some CI runners): Python then
+    # installs no KeyboardInterrupt of its own, and the sweep would run on to its end.
     signal.signal(signal.SIGTERM, stage._raise_interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     stage.setup_logging()
     _quiet()
     with stage.one_line_errors("birnn sweep"):
