@@ -157,7 +157,6 @@ def register(
 ) -> ModelVersion:
     """Register ``model_uri`` as a new version of ``name``, tagged with its selection metrics
     and ``tags``; tag the active run (if any) with the version. No alias moves."""
-    client = store.Retrying(client)
     all_tags = {k: f"{float(metrics[k]):.6f}" for k in SELECTION_METRICS if k in metrics}
     all_tags.update(tags)
     all_tags[REGISTRATION] = uuid.uuid4().hex
@@ -167,10 +166,10 @@ def register(
     if mlflow.active_run() is not None:
         store.retrying(mlflow.set_tags)({"registry.version": str(version)})
     log.info("registered %s version %s", name, version)
-    return client.get_model_version(name, version)
+    return store.Retrying(client).get_model_version(name, version)
 
 
-def _register_once(client: Any, model_uri: str, name: str, tags: dict[str, str]) -> str:
+def _register_once(client: MlflowClient, model_uri: str, name: str, tags: dict[str, str]) -> str:
     """``mlflow.register_model`` is several writes (the registered model, the version, its
     link to the logged model) and then polls the version: "database is locked" in a later step
     than the version's creation must not create it again when :func:`store.retrying` repeats

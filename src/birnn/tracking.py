@@ -32,7 +32,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import requests
-from mlflow.entities import Metric, Run
+from mlflow.entities import LoggedModelStatus, Metric, Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -407,7 +407,8 @@ def log_model(model_file: Path, example_pixels: np.ndarray | None) -> str:
             shutil.copy(package / name, carried / name)
         code = Path(tmp) / "digit_model_entry.py"
         code.write_text(_MODEL_CODE)
-        return store.retrying(_log_model_once(set(_logged_models())))(
+        return store.retrying(_log_model_once)(
+            set(_logged_models()),
             name=MODEL_NAME_IN_RUN,
             python_model=str(code),
             artifacts={"keras_model": str(model_file)},
@@ -439,23 +440,17 @@ def _logged_models() -> dict[str, Any]:
     return {m.model_id: m for m in found}
 
 
-def _log_model_once(before: set[str]) -> Any:
+def _log_model_once(before: set[str], **kwargs: Any) -> str:
     """``mlflow.pyfunc.log_model`` as one retryable step. It is several writes (the logged
     model, its artifacts, its link to the run, its READY status): when "database is locked"
     cuts one short, the retry keeps a model an earlier attempt finished and deletes one it left
-    half-logged, so the run never holds two."""
-    from mlflow.entities import LoggedModelStatus
-
-    def attempt(**kwargs: Any) -> str:
-        earlier = {k: m for k, m in _logged_models().items() if k not in before}
-        for model_id, model in earlier.items():
-            if model.status == LoggedModelStatus.READY:
-                return f"models:/{model_id}"
-            MlflowClient().delete_logged_model(model_id)
-        return mlflow.pyfunc.log_model(**kwargs).model_uri
-
-    attempt.__name__ = "log_model"
-    return attempt
+    half-logged, so the run never holds two. ``before``: the run's models before the first."""
+    earlier = {k: m for k, m in _logged_models().items() if k not in before}
+    for model_id, model in earlier.items():
+        if model.status == LoggedModelStatus.READY:
+            return f"models:/{model_id}"
+        MlflowClient().delete_logged_model(model_id)
+    return mlflow.pyfunc.log_model(**kwargs).model_uri
 
 
 def log_committed_model(

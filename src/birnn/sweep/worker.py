@@ -164,6 +164,20 @@ def surplus(study: Any, trial: Any, wanted: int) -> bool:
     return len(before) >= wanted
 
 
+def tell_complete(study: Any, trial: Any, value: float) -> bool:
+    """Tell ``trial`` complete with ``value``; False (one line, no traceback) when another
+    worker had already failed it as stale (its heartbeat stalled): that trial keeps its state,
+    and its retry counts instead of this run."""
+    import optuna
+
+    told = study.tell(trial, value, skip_if_finished=True)
+    if told.state == optuna.trial.TrialState.COMPLETE:
+        return True
+    log.warning("trial %d was failed by another worker meanwhile: its result is not counted "
+                "(its retry is)", trial.number)  # fmt: skip
+    return False
+
+
 # How long a stopped trial's processes get to end on SIGTERM before SIGKILL.
 TRIAL_STOP_S = 8
 
@@ -284,13 +298,8 @@ def worker(cfg: SweepConfig, url: str, worker_id: str, root: Path) -> int:
             except Exception as exc:  # the store may be what is going away
                 log.warning("trial %d's MLflow runs not marked KILLED: %s", trial.number, exc)
             raise
-        # A trial another worker already failed as stale (this one's heartbeat stalled) keeps
-        # that state: its retry counts, not this run.
-        if storage.get_trial(trial._trial_id).state.is_finished():
-            log.warning("trial %d was failed by another worker meanwhile: its result is not "
-                        "counted (its retry is)", trial.number)  # fmt: skip
+        if not tell_complete(study, trial, value):
             continue
-        study.tell(trial, value, skip_if_finished=True)
         done += 1
         log.info("trial %d (%s): %s = %.4f", trial.number, name, cfg.metric, value)
     return done
