@@ -72,9 +72,10 @@ def test_artifacts(tracked) -> None:
         assert a in arts, (a, sorted(arts))
 
 
-def lock_entries(repo: Path) -> dict[tuple[str, str], str]:
-    """(stage, path) -> md5 for every dep and out in the final dvc.lock."""
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+def lock_entries(repo: Path, env: dict) -> dict[tuple[str, str], str]:
+    """(stage, path) -> md5 for every dep and out in the dvc.lock the fixture committed (another
+    test's `dvc exp run`, in any order, may have changed the workspace's since)."""
+    lock = yaml.safe_load(git("show", "HEAD:dvc.lock", cwd=repo, env=env))["stages"]
     return {
         (stage, e["path"]): e["md5"]
         for stage, entry in lock.items()
@@ -97,7 +98,7 @@ def test_lineage_tags_match_the_final_dvc_lock(tracked) -> None:
     # The commit the run started from (the fixture then committed its results on top).
     assert tags["git.commit"] == git("rev-parse", "HEAD~1", cwd=repo, env=env).strip()
     assert tags["git.dirty"] == "false"  # only pipeline outputs changed since the commit
-    lock, tagged = lock_entries(repo), dvc_tags(run)
+    lock, tagged = lock_entries(repo, env), dvc_tags(run)
     # What train read and wrote, and what evaluate read and wrote (both log into this run).
     for key in [
         ("train", "data/processed/train.npz"),
@@ -118,8 +119,8 @@ def test_lineage_tags_match_the_final_dvc_lock(tracked) -> None:
 
 
 def test_datasets_name_the_dvc_tracked_files(tracked) -> None:
-    repo, _, _, run = tracked
-    lock = lock_entries(repo)
+    repo, env, _, run = tracked
+    lock = lock_entries(repo, env)
     seen = {}
     for inp in run.inputs.dataset_inputs:
         context = next(t.value for t in inp.tags if t.key == "mlflow.data.context")

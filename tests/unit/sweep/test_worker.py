@@ -12,7 +12,14 @@ from pathlib import Path
 import optuna
 import pytest
 
-from birnn.sweep.worker import TrialAbandoned, objective_value, stop_group, surplus, wait_unless
+from birnn.sweep.worker import (
+    TrialAbandoned,
+    objective_value,
+    stop_group,
+    surplus,
+    tell_complete,
+    wait_unless,
+)
 
 
 def test_objective_is_the_saved_models_validation_score(tmp_path: Path) -> None:
@@ -55,3 +62,14 @@ def test_a_trial_whose_heartbeat_is_lost_is_stopped_not_waited_for() -> None:
     stop_group(proc, timeout=5)
     assert proc.returncode == -signal.SIGTERM
     assert wait_unless(subprocess.Popen(["true"]), lost=None) == 0
+
+
+def test_a_result_for_a_trial_another_worker_failed_is_not_counted() -> None:
+    # Before, telling it raised "Cannot tell a FAIL trial" and the worker died with a traceback.
+    study = optuna.create_study()
+    stale, fresh = study.ask(), study.ask()
+    study.tell(stale, state=optuna.trial.TrialState.FAIL)  # what the other worker did
+    assert not tell_complete(study, stale, 0.9)
+    assert tell_complete(study, fresh, 0.8)
+    states = [t.state for t in study.get_trials()]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
