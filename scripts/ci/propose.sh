@@ -18,8 +18,10 @@ base="${BASE:-main}"
 remote="${GIT_REMOTE:-origin}"
 [[ -s "$report" ]] || { echo "no report at $report: nothing to propose" >&2; exit 1; }
 
-if git diff --quiet HEAD -- dvc.lock; then
-  echo "dvc.lock unchanged: retraining reproduced main, nothing to propose"
+# Against the base branch, not HEAD: a rerun in a checkout that a crash left on the branch
+# (kill point ci.pushed) still proposes what it committed there.
+if git diff --quiet "$remote/$base" -- dvc.lock; then
+  echo "dvc.lock unchanged: retraining reproduced $base, nothing to propose"
   exit 0
 fi
 
@@ -28,13 +30,14 @@ fi
 
 git checkout -B "$branch"
 git add -- dvc.lock params.yaml reports
-git commit -qm "Retrain: dvc.lock and reports from $(git rev-parse --short HEAD)"
+git diff --cached --quiet || git commit -qm "Retrain: dvc.lock and reports from $(git rev-parse --short HEAD)"
 # The token reaches git for this push only, by environment (never a command line, never
 # .git/config: the checkout kept no credentials).
 auth=$(printf 'x-access-token:%s' "$GH_TOKEN" | base64 -w0)
 GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=http.extraheader \
   GIT_CONFIG_VALUE_0="AUTHORIZATION: basic $auth" \
   git push --force "$remote" "HEAD:refs/heads/$branch"
+"$python" -m birnn.crash --point ci.pushed
 
 title="Retrained model ($(date -u +%Y-%m-%d))"
 # The token goes to curl in a private header file, never as an argument (`ps` reads those).

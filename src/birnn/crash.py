@@ -5,10 +5,12 @@ guarantee intact, so tests can crash a real process exactly there.
 process exit at once at that point with status :data:`EXIT_CODE`: ``os._exit``, no cleanup, no
 ``finally``, as ``kill -9`` would. Unset (always, outside tests), a point costs one dict lookup.
 
-    python -m birnn.crash --list     every point, with the invariant a crash there must keep
+    python -m birnn.crash --list          every point, with the invariant a crash there keeps
+    python -m birnn.crash --point NAME    a point in a shell script (exits when it is named)
 
 A name that :data:`POINTS` does not list is a bug in the caller (``KeyError``), so the list
-cannot miss a point the code has; ``tests/unit/test_crash.py`` keeps the docs' table equal to it.
+cannot miss a point the code has (a shell script's ``--point`` is checked the same way);
+``tests/unit/test_crash.py`` keeps the docs' table equal to it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,15 @@ POINTS: dict[str, str] = {
     "stays champion; promote run again finishes the move, recorded once",
     "registry.champion-alias": "after `champion` moved, before the move is recorded: the new "
     "champion has its score and audit tags; promote run again records the move once",
+    "sweep.asked": "after a trial is asked and its first heartbeat recorded, before its "
+    "experiment starts: the trial goes stale, is failed and retried once with the same params "
+    "(by another worker or the rerun); the study ends with exactly the trials asked for",
+    "sweep.ran": "after a trial's experiment ran and came back, before the study is told: the "
+    "trial is not counted: it goes stale, is failed (its MLflow runs KILLED) and retried once; "
+    "the study ends with exactly the trials asked for",
+    "ci.pushed": "scripts/ci/propose.sh: after the outputs and the branch are pushed, before the "
+    "pull request is opened: the rerun (a new checkout or the same) pushes the same branch and "
+    "opens the pull request, which names outputs the DVC remote holds",
 }
 
 _reached: dict[str, int] = {}
@@ -56,11 +67,15 @@ def point(name: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if args != ["--list"]:
-        print("usage: python -m birnn.crash --list", file=sys.stderr)
+    if args == ["--list"]:
+        for name, invariant in POINTS.items():
+            print(f"{name}\t{invariant}")
+    elif len(args) == 2 and args[0] == "--point" and args[1] in POINTS:
+        point(args[1])
+    else:
+        print("usage: python -m birnn.crash --list | --point NAME (one of --list's)",
+              file=sys.stderr)  # fmt: skip
         sys.exit(2)
-    for name, invariant in POINTS.items():
-        print(f"{name}\t{invariant}")
 
 
 if __name__ == "__main__":

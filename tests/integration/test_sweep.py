@@ -223,3 +223,42 @@ def test_sigterm_stops_every_worker_and_trial(
     assert client.get_run(parent).info.status == "KILLED"
     assert all(r.info.status == "KILLED" for r in runs if r.data.tags["sweep.trial"] in failed)
     assert not [r for r in runs if r.info.status == "RUNNING"], out[-3000:]
+
+
+@pytest.mark.parametrize("point", ["sweep.asked", "sweep.ran"])
+def test_a_worker_crashed_around_its_trial_counts_it_once(
+    stack: Stack, tmp_path: Path, mnist_dir: Path, point: str
+) -> None:
+    # Kill points of the sweep: after a trial is asked (nothing ran) and after its experiment
+    # ran, before the study is told. The rerun fails the stale trial, retries it once with the
+    # same params, and the study ends with exactly the one trial asked for.
+    study = f"tiny-{point.split('.')[1]}"
+    repo, env = sweep_project(stack, tmp_path / "repo", mnist_dir, study, trials=1)
+    crashed = start_sweep(repo, {**env, "BIRNN_CRASH_AT": point}, workers=1)
+    out = crashed.communicate(timeout=900)[0]
+    assert crashed.returncode == 1 and "workers exited [86]" in out, out[-3000:]
+    (lost,) = trials_of(stack, study)
+    assert lost.state == optuna.trial.TrialState.RUNNING  # never told: the crash came first
+
+    rerun = start_sweep(repo, env, workers=1)
+    out = rerun.communicate(timeout=900)[0]
+    assert rerun.returncode == 0, out[-3000:]
+    trials = trials_of(stack, study)
+    assert [t.state for t in trials] == [
+        optuna.trial.TrialState.FAIL,
+        optuna.trial.TrialState.COMPLETE,
+    ]
+    assert trials[1].system_attrs.get("failed_trial") == lost.number
+    assert trials[1].params == lost.params
+    client = MlflowClient(stack.mlflow_uri())
+    parent, runs = children(stack, client, study)
+    statuses = {r.data.tags["sweep.trial"]: r.info.status for r in runs}
+    # The crashed trial's run (only one that ran has any) is KILLED, never FINISHED: its
+    # result was not counted. The retry's stages come from DVC's run cache when the crashed
+    # run finished them, so it may have no run of its own.
+    assert statuses.get(f"{study}:{lost.number}", "KILLED") == "KILLED"
+    assert (f"{study}:{lost.number}" in statuses) == (point == "sweep.ran")
+    assert client.get_run(parent).info.status == "FINISHED"
+    assert client.get_run(parent).data.metrics["best_val_accuracy"] == pytest.approx(
+        trials[1].value
+    )

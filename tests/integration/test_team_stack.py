@@ -18,6 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from pytest_httpserver import HTTPServer
 
+from birnn import crash
 from birnn.revision import lock_model_md5
 from birnn.stack import Stack
 from tests.helpers.pipeline import (
@@ -251,6 +252,13 @@ def test_scheduled_retraining_lands_as_a_pull_request(
     assert "run `dvc push`" in refused.stderr
     log.warning("check_remote.sh on unpushed outputs printed: %s", refused.stderr.strip())
 
+    # Killed after the push, before the pull request (kill point ci.pushed): the branch is
+    # there, no request was made; run again in the same checkout, it opens the pull request.
+    crashed = run(["bash", "scripts/ci/propose.sh", report], ci,
+                  {**env, "BIRNN_CRASH_AT": "ci.pushed"})  # fmt: skip
+    assert crashed.returncode == crash.EXIT_CODE, crashed.stderr
+    assert git("ls-remote", str(origin), "refs/heads/retrain/auto", cwd=tmp_path, env=env)
+    assert not httpserver.log
     httpserver.expect_ordered_request(pulls, "GET", query_string=query).respond_with_json([])
     httpserver.expect_ordered_request(pulls, "POST").respond_with_json({"number": 7}, 201)
     assert "opened pull request #7" in sh(["bash", "scripts/ci/propose.sh", report], ci, env)

@@ -25,6 +25,8 @@ def test_the_code_names_exactly_the_listed_points() -> None:
     used = set()
     for path in (REPO / "src" / "birnn").rglob("*.py"):
         used |= set(re.findall(r"crash\.point\(\"([^\"]+)\"\)", path.read_text()))
+    for path in (REPO / "scripts").rglob("*.sh"):  # the shell's points
+        used |= set(re.findall(r"-m birnn\.crash --point ([\w.-]+)", path.read_text()))
     assert used == set(crash.POINTS)
     with pytest.raises(KeyError, match="unknown kill point"):
         crash.point("no.such-point")
@@ -56,3 +58,12 @@ def test_a_point_exits_at_once_the_nth_time(wanted: str, exits_at: int) -> None:
     assert res.returncode == crash.EXIT_CODE
     assert res.stdout.split() == [str(i) for i in range(1, exits_at + 1)]
     assert f"exiting at checkpoint.state (BIRNN_CRASH_AT={wanted})" in res.stderr
+
+
+def test_a_shell_script_point_exits_only_when_named() -> None:
+    point = [sys.executable, "-m", "birnn.crash", "--point", "ci.pushed"]
+    named = {"BIRNN_CRASH_AT": "ci.pushed", "PATH": "/usr/bin:/bin"}
+    assert subprocess.run(point, env=named).returncode == crash.EXIT_CODE
+    assert subprocess.run(point, env={"PATH": "/usr/bin:/bin"}).returncode == 0
+    unknown = subprocess.run([*point[:-1], "ci.nope"], capture_output=True, text=True)
+    assert unknown.returncode == 2 and "usage:" in unknown.stderr

@@ -114,14 +114,16 @@ def end_sweep_run(run_id: str, status: str) -> None:
 
 
 def mark_trial_runs_killed(study: Any, trial: Any) -> None:
-    """A trial whose worker died: its runs (train's, evaluate's) still say RUNNING; mark them
-    KILLED, as MLflow does for a run stopped by Ctrl-C."""
+    """A trial whose worker died: its runs (train's, evaluate's) still say RUNNING, or
+    FINISHED when it died after its experiment ran and before it told the study (kill point
+    ``sweep.ran``). The study does not count the trial: mark them KILLED, as MLflow does for a
+    run stopped by Ctrl-C, so no run of an uncounted trial reads as a finished one."""
     client = MlflowClient()
     tag = f"{study.study_name}:{trial.number}"
     runs = store.retrying(client.search_runs)(
         [exp.experiment_id for exp in client.search_experiments()],
-        filter_string=f"tags.`sweep.trial` = '{tag}' and attributes.status = 'RUNNING'",
+        filter_string=f"tags.`sweep.trial` = '{tag}'",
     )
-    for run in runs:
+    for run in [r for r in runs if r.info.status in ("RUNNING", "FINISHED", "SCHEDULED")]:
         store.retrying(client.set_terminated)(run.info.run_id, "KILLED")
         log.warning("MLflow run %s of trial %s marked KILLED", run.info.run_id, tag)

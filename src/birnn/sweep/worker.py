@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from birnn import crash
 from birnn.errors import BirnnError
 from birnn.sweep.space import SWEEP_DIR, SweepConfig, broadcast, set_args, suggest, trial_exp_name
 from birnn.sweep.storage import heartbeat, open_storage
@@ -272,6 +273,7 @@ def worker(cfg: SweepConfig, url: str, worker_id: str, root: Path) -> int:
             "BIRNN_SWEEP_TRIAL": f"{cfg.study}:{trial.number}",
             "BIRNN_REGISTRY": os.environ.get("BIRNN_SWEEP_REGISTRY", "off"),
         }
+        crash.point("sweep.asked")
         try:
             with heartbeat(storage, trial._trial_id, cfg.heartbeat_s) as lost:
                 value = run_trial(cfg, checkout, overrides, name, env, lost)
@@ -298,6 +300,7 @@ def worker(cfg: SweepConfig, url: str, worker_id: str, root: Path) -> int:
             except Exception as exc:  # the store may be what is going away
                 log.warning("trial %d's MLflow runs not marked KILLED: %s", trial.number, exc)
             raise
+        crash.point("sweep.ran")
         if not tell_complete(study, trial, value):
             continue
         done += 1
