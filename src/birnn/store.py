@@ -11,6 +11,11 @@ short, and written to with retries while another process holds the database lock
   aside and created anew; otherwise the unfinished copies are dropped (or, if the original was
   already dropped, renamed back) and the migration runs again. If that fails, the backup is
   put back and the stage stops with one line naming the file. Nothing is ever deleted.
+- A process that migrates without that lock (``mlflow ui``, ``mlflow server``, any tool on the
+  file) leaves ``_alembic_tmp_*`` tables while it works: they are its work in progress, not a
+  leftover. While another process has the file open and such tables are there, nothing is
+  repaired: :func:`leftovers_once_alone` waits up to :data:`HOLDER_WAIT_S` for its migration to
+  finish, then stops with one line naming that process.
 - sqlite's busy timeout does not cover every case with two writers (a reader upgrading to a
   writer gets "database is locked" at once), so :func:`retrying` repeats a call that failed
   that way, for up to :data:`LOCK_WAIT_S` seconds.
@@ -21,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import random
 import shutil
 import sqlite3
@@ -29,6 +35,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psutil
 from filelock import FileLock
 
 from birnn.errors import TrackingError
@@ -37,6 +44,9 @@ log = logging.getLogger(__name__)
 
 TMP_PREFIX = "_alembic_tmp_"
 LOCK_WAIT_S = 120.0
+# How long a store's temp tables may stay while another process has it open (its migration
+# runs) before the stage gives up instead of repairing under it.
+HOLDER_WAIT_S = 30.0
 T = TypeVar("T")
 
 
@@ -77,6 +87,41 @@ def leftover_tables(db: Path) -> list[str]:
             return sorted(t for t in _tables(conn) if t.startswith(TMP_PREFIX))
     except sqlite3.DatabaseError:
         return []  # not a database at all: MLflow's own error says so, one line
+
+
+def holders(db: Path) -> list[psutil.Process]:
+    """The other processes that have ``db`` open (a server, a UI, another stage)."""
+    target = os.path.realpath(db)
+    found = []
+    for proc in psutil.process_iter():
+        if proc.pid == os.getpid():
+            continue
+        with contextlib.suppress(psutil.Error):
+            if any(os.path.realpath(f.path) == target for f in proc.open_files()):
+                found.append(proc)
+    return found
+
+
+def leftovers_once_alone(db: Path, wait_s: float | None = None) -> list[str]:
+    """The store's ``_alembic_tmp_*`` tables once no other process could be making them: none
+    if a running migration finishes meanwhile. Another process that keeps the file open with
+    the tables still there after ``wait_s`` (default :data:`HOLDER_WAIT_S`) is one line."""
+    deadline = time.monotonic() + (HOLDER_WAIT_S if wait_s is None else wait_s)
+    while True:
+        leftovers = leftover_tables(db)
+        others = holders(db) if leftovers else []
+        if not others:
+            return leftovers
+        if time.monotonic() >= deadline:
+            who = f"pid {others[0].pid}"
+            with contextlib.suppress(psutil.Error):
+                who += f" ({' '.join(' '.join(others[0].cmdline()).split())[:120]})"
+            raise TrackingError(
+                f"MLflow store {db} is half-migrated ({', '.join(leftovers)}) and {who} has "
+                "it open, perhaps migrating it now: not repaired under it; let it finish or "
+                "stop it, then rerun"
+            )
+        time.sleep(0.5)
 
 
 # Tables whose rows are someone's records (the default experiment, id 0, is MLflow's own).

@@ -100,7 +100,7 @@ def connect(params: Params) -> MlflowClient:
     try:
         # The first use creates and migrates a sqlite store: one process at a time.
         with store.init_lock(db) if db else contextlib.nullcontext():
-            if db is not None and store.leftover_tables(db):
+            if db is not None and store.leftovers_once_alone(db):
                 store.repair(db, lambda: MlflowClient().search_experiments(max_results=1))
             _ensure_experiment(experiment_name(params), uri)
         _mlflow.set_experiment(experiment_name(params))

@@ -142,6 +142,54 @@ def test_interrupted_batch_migration_with_runs_is_repaired_keeping_every_run(
         assert run.data.tags["k"] == f"v{i}" and run.data.metrics["m"] == i
 
 
+# Another process with the store open, as `mlflow ui` migrating it without our lock: its
+# temp table is work in progress. It finishes (drops the table) after ``sys.argv[2]`` seconds,
+# or keeps the file open that long with the table still there.
+MIGRATING = (
+    "import sqlite3, sys, time\n"
+    "conn = sqlite3.connect(sys.argv[1])\n"
+    "conn.execute('SELECT name FROM sqlite_master').fetchall()\n"
+    "print('open', flush=True)\n"
+    "time.sleep(float(sys.argv[2]))\n"
+    "if sys.argv[3] == 'finishes':\n"
+    "    conn.execute('DROP TABLE _alembic_tmp_tags')\n"
+    "    conn.commit()\n"
+)
+
+
+@pytest.mark.parametrize("holder", ["finishes", "stays"])
+def test_a_migration_another_process_runs_is_never_repaired_under_it(
+    project: Path, holder: str, caplog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = project / "mlflow.db"
+    ids = store_with_runs(db)
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE _alembic_tmp_tags AS SELECT * FROM tags")
+    seconds = "2" if holder == "finishes" else "60"
+    proc = subprocess.Popen([sys.executable, "-c", MIGRATING, str(db), seconds, holder],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout.readline() == "open\n"
+        if holder == "finishes":
+            # The stage waits for it, then finds nothing to repair.
+            log_one_run(params_from_dict({}))
+            assert "repaired" not in caplog.text
+            assert not list(project.glob("mlflow.db.before-repair-*"))
+        else:
+            monkeypatch.setattr(store, "HOLDER_WAIT_S", 1.0)
+            before = db.read_bytes()
+            with pytest.raises(TrackingError, match=f"pid {proc.pid} .*has it open") as err:
+                tracking.connect(params_from_dict({}))
+            assert "\n" not in str(err.value)
+            assert db.read_bytes() == before
+    finally:
+        proc.kill()
+        proc.wait()
+    client = MlflowClient(f"sqlite:///{db}")
+    for i, run_id in enumerate(ids):
+        assert client.get_run(run_id).data.tags["k"] == f"v{i}"
+
+
 def test_a_store_it_cannot_safely_repair_is_one_line_and_left_as_it_was(project: Path) -> None:
     db = project / "mlflow.db"
     store_with_runs(db)
