@@ -40,6 +40,9 @@ POINTS: dict[str, str] = {
     "sweep.ran": "after a trial's experiment ran and came back, before the study is told: the "
     "trial is not counted: it goes stale, is failed (its MLflow runs KILLED) and retried once; "
     "the study ends with exactly the trials asked for",
+    "stack.spawned": "after a stack service's process started, before its pid is recorded: "
+    "the next `up` finds that process by the stack's marker in its environment, stops it and "
+    "starts the service anew (`down` stops it too); no other process is signalled",
     "ci.pushed": "scripts/ci/propose.sh: after the outputs and the branch are pushed, before the "
     "pull request is opened: the rerun (a new checkout or the same) pushes the same branch and "
     "opens the pull request, which names outputs the DVC remote holds",

@@ -4,13 +4,17 @@ with. The services themselves are :mod:`birnn.stack.postgres`, :mod:`birnn.stack
 :mod:`birnn.stack.mlflow_server`; this module only starts, checks and stops them.
 
 A service that exits while starting or does not answer in time is a :class:`StackError` with
-the last line of its log.
+the last line of its log. Each service's environment carries :data:`MARKER_ENV` (this stack's
+folder and the service's name): an ``up`` killed after starting a process and before recording
+its pid (kill point ``stack.spawned``) leaves a process no state names, which the next ``up``
+or ``down`` finds by that marker, never by name or port, and stops.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -20,6 +24,7 @@ from pathlib import Path
 
 import psutil
 
+from birnn import crash
 from birnn.stack import mlflow_server, postgres, s3
 from birnn.stack.state import (
     BUCKET,
@@ -34,6 +39,10 @@ from birnn.stack.state import (
     write_private,
 )
 
+log = logging.getLogger("birnn.stack")
+
+# In every service's environment: "<stack folder>:<service>" (see orphans()).
+MARKER_ENV = "BIRNN_STACK_SERVICE"
 # What each service's command holds: how a state without start times tells its processes.
 LEGACY_MARKERS = {"postgres": "postgres", "s3": "weed", "mlflow": "mlflow"}
 
@@ -154,10 +163,11 @@ class Stack:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **NO_TELEMETRY, **env},
+                env={**os.environ, **NO_TELEMETRY, **env, MARKER_ENV: self._marker(service)},
                 start_new_session=True,  # its own process group: stopped with its workers
                 **kw,
             )
+        crash.point("stack.spawned")
         st = self.state()
         st.pids[service] = proc.pid
         st.starts[service] = start_ticks(proc.pid)
@@ -180,11 +190,45 @@ class Stack:
         lines = path.read_text(errors="replace").strip().splitlines() if path.is_file() else []
         return lines[-1][:300] if lines else f"(no log at {path})"
 
+    def _marker(self, service: str) -> str:
+        return f"{self.root}:{service}"
+
+    def orphans(self, service: str) -> list[int]:
+        """Process groups of this stack's ``service`` that the state does not record (an
+        ``up`` killed between starting them and saving their pid): the leaders of the groups
+        whose processes carry this stack's marker for the service."""
+        recorded = self.pid(service)
+        groups = set()
+        for proc in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                if proc.environ().get(MARKER_ENV) == self._marker(service):
+                    groups.add(os.getpgid(proc.pid))
+        return sorted(g for g in groups if g != recorded)
+
+    def stop_orphans(self, service: str, timeout: float = 30.0) -> bool:
+        """Stop what :meth:`orphans` finds; True if there was any."""
+        groups = self.orphans(service)
+        for group in groups:
+            log.warning("stopping %s (process group %d): started by an interrupted `up`, "
+                        "its pid never recorded", service, group)  # fmt: skip
+            for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, sig)
+                deadline = time.monotonic() + wait
+                while _group_alive(group) and time.monotonic() < deadline:
+                    _reap(group)
+                    time.sleep(0.2)
+                if not _group_alive(group):
+                    break
+        return bool(groups)
+
     def stop(self, service: str, timeout: float = 30.0) -> bool:
-        """Stop one service by its pid (its whole process group); True if it was running."""
+        """Stop one service by its pid (its whole process group), and any unrecorded process
+        of it (:meth:`orphans`); True if it was running."""
+        stray = self.stop_orphans(service, timeout)
         pid = self.pid(service)
         if pid is None:
-            return False
+            return stray
         with contextlib.suppress(ProcessLookupError):
             if service == "postgres":
                 # "Fast" shutdown is SIGINT to the postmaster alone; it stops its backends.
@@ -210,6 +254,7 @@ class Stack:
         """Start one service unless it is already running; True if it was started."""
         if self.pid(service) is not None:
             return False
+        self.stop_orphans(service)  # it holds the port and, for PostgreSQL, the data folder
         st = self.state()
         STARTS[service](self, st)
         return True
@@ -300,3 +345,12 @@ def _reap(pid: int) -> None:
     """Collect an exited child of ours, so it does not linger as a zombie."""
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def _group_alive(group: int) -> bool:
+    """Whether any process of the group is still there (zombies do not count)."""
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getpgid(proc.pid) == group and proc.status() != psutil.STATUS_ZOMBIE:
+                return True
+    return False
