@@ -19,8 +19,15 @@ from tests.conftest import REPO
 # Small real runs: a few hundred steps at most, so the batch is small and the rate constant
 # (the defaults are tuned for 16 epochs on all 54,000 images), and the LSTMs not unrolled:
 # tracing the unrolled graph costs every train process ~10 s of CPU, more than a small slice's
-# training (the same network and maths; unrolling only pays over many steps).
-SMALL_RUN = {"train__batch_size": 64, "train__lr_schedule": "constant", "model__unroll": False}
+# training (the same network and maths; unrolling only pays over many steps). 2% of the
+# training set held out for validation (1,199 images, not 5,999): every epoch of every test run
+# validates on it (measured: a 1-epoch, 1,000-image train stage 15.0 s instead of 18.4 s).
+SMALL_RUN = {
+    "train__batch_size": 64,
+    "train__lr_schedule": "constant",
+    "model__unroll": False,
+    "preprocess__val_fraction": 0.02,
+}
 
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore", "pyproject.toml")
 

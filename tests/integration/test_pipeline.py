@@ -62,7 +62,7 @@ def test_repro_writes_every_output_and_learns(project: tuple[Path, dict]) -> Non
     assert len(history) == 2
     train = json.loads(FIRST_RUN["train.json"])
     assert 2900 <= train["train_samples"] <= 3100
-    assert train["val_samples"] == 6000 - 1  # 10% of each class, rounded per class
+    assert train["val_samples"] == 1200 - 1  # 2% of each class (SMALL_RUN), rounded per class
 
 
 def test_second_repro_does_nothing(project: tuple[Path, dict]) -> None:
