@@ -18,7 +18,8 @@ fi
 [[ -x .venv/bin/python ]] || "$python" -m venv .venv
 # uv (pinned in requirements.lock) installs the ~190 pinned packages: from its cache
 # (~/.cache/uv, or UV_CACHE_DIR) in 6 s where pip took 49 s on 2 cores, 12 s with the cache
-# empty. Every rehearsed CI job installs, so this is most of a rehearsal's set-up.
+# empty. Every rehearsed CI job installs, so this is most of a rehearsal's set-up. uv reads
+# no pip.conf: behind a package mirror, set UV_INDEX_URL (or UV_DEFAULT_INDEX) as well.
 .venv/bin/python -m pip install -q -c requirements.lock uv
 compile=()
 # Where PYTHONDONTWRITEBYTECODE is set (CI images, these machines) nothing is cached on import:
@@ -26,7 +27,8 @@ compile=()
 # the three: 12.8 s instead of 5.3 s). There, byte-compile what is installed, on every core.
 # Elsewhere Python caches what it imports, as it goes.
 if [[ -n "${PYTHONDONTWRITEBYTECODE:-}" ]]; then compile=(--compile-bytecode); fi
-.venv/bin/uv pip install -q -p .venv/bin/python "${compile[@]}" -c requirements.lock -e ".[$extras]"
+.venv/bin/uv pip install -q -p .venv/bin/python ${compile[@]+"${compile[@]}"} \
+  -c requirements.lock -e ".[$extras]"
 
 if [[ "$extras" == "team" ]]; then
   exit 0

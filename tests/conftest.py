@@ -30,16 +30,16 @@ def pytest_configure(config: pytest.Config) -> None:
 # Each file runs whole on one worker, so the longest must start first, or the run waits on
 # it at the end (longest-processing-time first); the rest keep their order behind them.
 HEAVIEST_FIRST = (
-    "tests/integration/test_workflow_rehearsal.py",  # 957 s
-    "tests/integration/test_reliability.py",  # 769 s
-    "tests/integration/test_team_stack.py",  # 462 s
-    "tests/integration/test_pipeline.py",  # 426 s
-    "tests/integration/test_sweep.py",  # 419 s
-    "tests/integration/test_promote.py",  # 371 s
-    "tests/integration/test_store.py",  # 308 s
-    "tests/integration/test_serving.py",  # 188 s
-    "tests/integration/test_workflows.py",  # 157 s
-    "tests/integration/test_tracking.py",  # 123 s
+    "tests/integration/test_reliability.py",  # 742 s
+    "tests/integration/test_sweep.py",  # 457 s
+    "tests/integration/test_team_stack.py",  # 444 s
+    "tests/integration/test_workflow_rehearsal.py",  # 407 s
+    "tests/integration/test_promote.py",  # 344 s
+    "tests/integration/test_store.py",  # 212 s
+    "tests/integration/test_tracking.py",  # 133 s
+    "tests/integration/test_workflows.py",  # 124 s
+    "tests/integration/test_serving.py",  # 116 s
+    "tests/integration/test_pipeline.py",  # 111 s
 )
 
 

@@ -18,11 +18,19 @@ base="${BASE:-main}"
 remote="${GIT_REMOTE:-origin}"
 [[ -s "$report" ]] || { echo "no report at $report: nothing to propose" >&2; exit 1; }
 
-# Against the base branch, not HEAD: a rerun in a checkout that a crash left on the branch
-# (kill point ci.pushed) still proposes what it committed there.
-if git diff --quiet "$remote/$base" -- dvc.lock; then
+# Against the base commit this run started from (where HEAD and $remote/$base meet), not
+# HEAD: a rerun in a checkout that a crash left on the branch (kill point ci.pushed) still
+# proposes what it committed there, and a main that moved meanwhile is not undone.
+git rev-parse --verify -q "$remote/$base^{commit}" >/dev/null \
+  || { echo "no $remote/$base in this checkout: fetch it first" >&2; exit 1; }
+fork=$(git merge-base HEAD "$remote/$base")
+changed=0
+git diff --quiet "$fork" -- dvc.lock || changed=$?
+if [[ $changed -eq 0 ]]; then
   echo "dvc.lock unchanged: retraining reproduced $base, nothing to propose"
   exit 0
+elif [[ $changed -ne 1 ]]; then
+  exit "$changed"  # git's own error is above
 fi
 
 # Outputs before the commit that names them: the pull request never points at missing data.

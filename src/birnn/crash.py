@@ -6,7 +6,8 @@ process exit at once at that point with status :data:`EXIT_CODE`: ``os._exit``, 
 ``finally``, as ``kill -9`` would. Unset (always, outside tests), a point costs one dict lookup.
 
     python -m birnn.crash --list          every point, with the invariant a crash there keeps
-    python -m birnn.crash --point NAME    a point in a shell script (exits when it is named)
+    python -m birnn.crash --point NAME    a point in a shell script (exits when it is named;
+                                          each call is a new process, so ``:n`` means once)
 
 A name that :data:`POINTS` does not list is a bug in the caller (``KeyError``), so the list
 cannot miss a point the code has (a shell script's ``--point`` is checked the same way);
@@ -38,8 +39,8 @@ POINTS: dict[str, str] = {
     "experiment starts: the trial goes stale, is failed and retried once with the same params "
     "(by another worker or the rerun); the study ends with exactly the trials asked for",
     "sweep.ran": "after a trial's experiment ran and came back, before the study is told: the "
-    "trial is not counted: it goes stale, is failed (its MLflow runs KILLED) and retried once; "
-    "the study ends with exactly the trials asked for",
+    "trial is not counted: it goes stale, is failed (its finished MLflow run tagged "
+    "sweep.counted=false) and retried once; the study ends with exactly the trials asked for",
     "stack.spawned": "after a stack service's process started, before its pid is recorded: "
     "the next `up` finds that process by the stack's marker in its environment, stops it and "
     "starts the service anew (`down` stops it too); no other process is signalled",

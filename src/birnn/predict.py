@@ -18,6 +18,7 @@ import csv
 import glob
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -255,7 +256,23 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--json", action="store_true", help="JSON output")
     ap.add_argument("--output", help="CSV file (written for folders and globs; default "
                     "predictions.csv)")  # fmt: skip
+    ap.add_argument("--verbose", action="store_true",
+                    help="show TensorFlow's start-up lines and library warnings")  # fmt: skip
     return ap
+
+
+def quiet_libraries() -> None:
+    """No TensorFlow/absl start-up lines, library warnings or download progress bars on a
+    normal run: stdout holds the predictions, stderr only this command's own lines. Called
+    before TensorFlow is imported (its C++ logging reads the variable once); values the user
+    set are kept."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Warnings become log records of "py.warnings", which is quieted like the libraries'
+    # loggers: a filter would not do, MLflow's model loading sets its own ("once").
+    logging.captureWarnings(True)
+    for name in ("py.warnings", "tensorflow", "absl", "keras", "mlflow"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -263,6 +280,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     from birnn.stage import one_line_errors, setup_logging
 
     args = parser().parse_args(argv)
+    if not args.verbose:
+        quiet_libraries()
     setup_logging()
     with one_line_errors("birnn predict"):
         code = run(args)

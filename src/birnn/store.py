@@ -90,7 +90,8 @@ def leftover_tables(db: Path) -> list[str]:
 
 
 def holders(db: Path) -> list[psutil.Process]:
-    """The other processes that have ``db`` open (a server, a UI, another stage)."""
+    """The other processes that have ``db`` open (a server, a UI, another stage): those this
+    user may inspect (every process for root; a non-root user's view misses other users')."""
     target = os.path.realpath(db)
     found = []
     for proc in psutil.process_iter():

@@ -68,9 +68,17 @@ def test_predicts_rendered_digits_in_both_styles(tracked, server, rendered, tmp_
     _, env, *_ = tracked
     folder, labels = rendered
     out = tmp_path / "preds.csv"
+    # As a user runs it (the tests' environment quiets TensorFlow): on stderr only the
+    # command's own lines, no TensorFlow or absl start-up lines, warnings or progress bars.
+    env = {k: v for k, v in env.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     res = birnn_predict(str(folder), "--output", str(out), "--model", CHAMPION,
                         env={**env, "MLFLOW_TRACKING_URI": server}, cwd=tmp_path)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
+    assert (
+        res.stderr.splitlines()
+        == [ln for ln in res.stderr.splitlines() if " birnn.predict INFO wrote " in ln]
+        and len(res.stderr.splitlines()) == 1
+    ), res.stderr[-3000:]
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == len(labels)
     for style in ("mnist", "paper"):
@@ -87,17 +95,30 @@ def test_json_top_k_and_bad_files(tracked, server, rendered, tmp_path) -> None:
     Image.new("L", (40, 40), 255).save(tmp_path / "blank.png")
     args = [str(good), str(tmp_path / "missing.png"), str(tmp_path / "notes.png"),
             str(tmp_path / "blank.png"), "--json", "--top", "3", "--model", CHAMPION]  # fmt: skip
+    env = {k: v for k, v in env.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     res = birnn_predict(*args, env={**env, "MLFLOW_TRACKING_URI": server}, cwd=tmp_path)
     assert res.returncode == 1  # some files failed ...
     out = json.loads(res.stdout)  # ... the others are still predicted
     (row,) = out["predictions"]
     assert row["digit"] == labels[good.name] and len(row["top"]) == 3
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("birnn predict: error:")]
-    assert len(errors) == 3, res.stderr
+    assert len(errors) == 3 and errors == res.stderr.splitlines(), res.stderr  # nothing else
     assert "missing.png: no such file" in errors[0]
     assert "notes.png: not an image" in errors[1]
     assert "blank.png: the image is empty" in errors[2]
     assert "Traceback" not in res.stderr
+
+
+def test_verbose_shows_what_a_normal_run_silences(tracked, server, rendered, tmp_path) -> None:
+    _, env, *_ = tracked
+    folder, _ = rendered
+    image = str(sorted(folder.glob("*.png"))[0])
+    env = {k: v for k, v in env.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["MLFLOW_TRACKING_URI"] = server
+    res = birnn_predict(image, "--model", CHAMPION, "--verbose", env=env, cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout.startswith(image), res.stderr[-3000:]
+    # TensorFlow's own start-up lines (their wording is TensorFlow's) and MLflow's warnings.
+    assert res.stderr.strip() and "birnn predict: error" not in res.stderr, res.stderr
 
 
 @pytest.mark.parametrize("case", ["unknown alias", "unreachable store"])

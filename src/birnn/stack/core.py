@@ -201,26 +201,32 @@ class Stack:
         groups = set()
         for proc in psutil.process_iter():
             with contextlib.suppress(psutil.Error, ProcessLookupError):
-                if proc.environ().get(MARKER_ENV) == self._marker(service):
+                if (proc.environ().get(MARKER_ENV) == self._marker(service)
+                        and proc.status() != psutil.STATUS_ZOMBIE):  # fmt: skip
                     groups.add(os.getpgid(proc.pid))
         return sorted(g for g in groups if g != recorded)
 
     def stop_orphans(self, service: str, timeout: float = 30.0) -> bool:
-        """Stop what :meth:`orphans` finds; True if there was any."""
-        groups = self.orphans(service)
-        for group in groups:
+        """Stop what :meth:`orphans` finds (SIGTERM to each group, SIGKILL to what is left
+        after ``timeout``); True if there was any. The groups are looked up again before
+        each signal, so a group that ended meanwhile (and whose number another took) is
+        never signalled."""
+        found = self.orphans(service)
+        for group in found:
             log.warning("stopping %s (process group %d): started by an interrupted `up`, "
                         "its pid never recorded", service, group)  # fmt: skip
-            for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            for group in self.orphans(service):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(group, sig)
-                deadline = time.monotonic() + wait
-                while _group_alive(group) and time.monotonic() < deadline:
+            deadline = time.monotonic() + wait
+            while (left := self.orphans(service)) and time.monotonic() < deadline:
+                for group in left:
                     _reap(group)
-                    time.sleep(0.2)
-                if not _group_alive(group):
-                    break
-        return bool(groups)
+                time.sleep(0.2)
+            if not left:
+                break
+        return bool(found)
 
     def stop(self, service: str, timeout: float = 30.0) -> bool:
         """Stop one service by its pid (its whole process group), and any unrecorded process
@@ -345,12 +351,3 @@ def _reap(pid: int) -> None:
     """Collect an exited child of ours, so it does not linger as a zombie."""
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
-
-
-def _group_alive(group: int) -> bool:
-    """Whether any process of the group is still there (zombies do not count)."""
-    for proc in psutil.process_iter():
-        with contextlib.suppress(psutil.Error, ProcessLookupError):
-            if os.getpgid(proc.pid) == group and proc.status() != psutil.STATUS_ZOMBIE:
-                return True
-    return False

@@ -1,7 +1,7 @@
 """The sweep's parent MLflow run, which groups a study's trials in the UI's tree: created
 RUNNING with the search space, finished with the best trial, counts and Optuna's figures,
-KILLED when the sweep is interrupted; and the runs of a trial whose worker died, marked
-KILLED.
+KILLED when the sweep is interrupted; and the runs of a trial whose worker died: KILLED if
+they were running, tagged ``sweep.counted=false`` if they had finished.
 
 Every call goes through :mod:`birnn.tracking`'s retrying MLflow wrapper, so a
 store that is briefly busy is retried and one that is gone is a :class:`TrackingError`.
@@ -114,16 +114,22 @@ def end_sweep_run(run_id: str, status: str) -> None:
 
 
 def mark_trial_runs_killed(study: Any, trial: Any) -> None:
-    """A trial whose worker died: its runs (train's, evaluate's) still say RUNNING, or
-    FINISHED when it died after its experiment ran and before it told the study (kill point
-    ``sweep.ran``). The study does not count the trial: mark them KILLED, as MLflow does for a
-    run stopped by Ctrl-C, so no run of an uncounted trial reads as a finished one."""
+    """A trial whose worker died: its runs (train's, evaluate's) that still say RUNNING are
+    marked KILLED, as MLflow does for a run stopped by Ctrl-C. One that FINISHED (the worker
+    died after its experiment ran, before it told the study: kill point ``sweep.ran``) is a
+    whole run and stays FINISHED, tagged ``sweep.counted=false``: the study did not count it,
+    its retry (whose stages DVC's run cache may restore from this run) counts instead."""
     client = MlflowClient()
     tag = f"{study.study_name}:{trial.number}"
     runs = store.retrying(client.search_runs)(
         [exp.experiment_id for exp in client.search_experiments()],
         filter_string=f"tags.`sweep.trial` = '{tag}'",
     )
-    for run in [r for r in runs if r.info.status in ("RUNNING", "FINISHED", "SCHEDULED")]:
-        store.retrying(client.set_terminated)(run.info.run_id, "KILLED")
-        log.warning("MLflow run %s of trial %s marked KILLED", run.info.run_id, tag)
+    for run in runs:
+        if run.info.status == "RUNNING":
+            store.retrying(client.set_terminated)(run.info.run_id, "KILLED")
+            log.warning("MLflow run %s of trial %s marked KILLED", run.info.run_id, tag)
+        elif run.info.status == "FINISHED":
+            store.retrying(client.set_tag)(run.info.run_id, "sweep.counted", "false")
+            log.warning("MLflow run %s of trial %s finished but was not counted: tagged "
+                        "sweep.counted=false", run.info.run_id, tag)  # fmt: skip

@@ -275,9 +275,11 @@ def worker(cfg: SweepConfig, url: str, worker_id: str, root: Path) -> int:
         }
         crash.point("sweep.asked")
         try:
+            # The fetch too: it waits its turn on a lock, and a trial with no heartbeat
+            # meanwhile would be failed as stale by the other workers.
             with heartbeat(storage, trial._trial_id, cfg.heartbeat_s) as lost:
                 value = run_trial(cfg, checkout, overrides, name, env, lost)
-            fetch_experiment(root, checkout)
+                fetch_experiment(root, checkout)
         except TrialAbandoned as exc:
             # Not told: the storage could not be written, and the study's other workers fail
             # and retry the stale trial; telling it now could race their retry.
