@@ -385,6 +385,26 @@ def test_mlflow_server_down_between_train_and_evaluate(
     assert "test_accuracy" in runs[0].data.metrics and "loss" in runs[0].data.metrics
 
 
+def repro_until_an_epoch_is_logged(
+    repo: Path, env: dict, client: MlflowClient, experiment: str, *stages: str
+) -> subprocess.Popen:
+    """``dvc repro [STAGES]`` in the background (data prepared first), returned once its
+    training run has logged epoch 1."""
+    dvc("repro", "preprocess", cwd=repo, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", *stages],
+        cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while True:
+        exp = client.get_experiment_by_name(experiment)
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        if runs and client.get_metric_history(runs[0].info.run_id, "loss"):
+            return proc
+        assert proc.poll() is None and time.monotonic() < deadline, "training never logged"
+        time.sleep(0.5)
+
+
 def test_a_tracking_server_killed_mid_training_costs_seconds_and_no_finished_epoch(
     stack: Stack, on_stack: MlflowClient, tmp_path: Path, mnist_dir: Path
 ) -> None:
@@ -393,19 +413,7 @@ def test_a_tracking_server_killed_mid_training_costs_seconds_and_no_finished_epo
     # and the rerun resumes after the last checkpointed epoch, logging each epoch once.
     repo, env = team_project(stack, tmp_path / "dead", mnist_dir,
                              tracking__experiment_name="dead", train__epochs=3)  # fmt: skip
-    dvc("repro", "preprocess", cwd=repo, env=env)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro", "train"],
-        cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 300
-    while True:  # until epoch 1 is logged
-        exp = on_stack.get_experiment_by_name("dead")
-        runs = on_stack.search_runs([exp.experiment_id]) if exp else []
-        if runs and on_stack.get_metric_history(runs[0].info.run_id, "loss"):
-            break
-        assert proc.poll() is None and time.monotonic() < deadline, "training never logged"
-        time.sleep(0.5)
+    proc = repro_until_an_epoch_is_logged(repo, env, on_stack, "dead", "train")
     os.killpg(stack.pid("mlflow"), signal.SIGKILL)
     try:
         out = proc.communicate(timeout=600)[0]
@@ -477,20 +485,8 @@ def test_postgres_restarted_mid_run(
 ) -> None:
     repo, env = team_project(stack, tmp_path / "pg", mnist_dir, tracking__experiment_name="pg",
                              train__epochs=3)  # fmt: skip
-    dvc("repro", "preprocess", cwd=repo, env=env)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro"],
-        cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
     # Restart PostgreSQL once the training run has logged its first epoch.
-    deadline = time.monotonic() + 300
-    while True:
-        exp = on_stack.get_experiment_by_name("pg")
-        runs = on_stack.search_runs([exp.experiment_id]) if exp else []
-        if runs and on_stack.get_metric_history(runs[0].info.run_id, "loss"):
-            break
-        assert proc.poll() is None and time.monotonic() < deadline, "training never logged"
-        time.sleep(0.5)
+    proc = repro_until_an_epoch_is_logged(repo, env, on_stack, "pg")
     stack.stop("postgres")
     time.sleep(2)
     stack.start("postgres")
