@@ -220,9 +220,8 @@ class Stack:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(group, sig)
             deadline = time.monotonic() + wait
+            # No reaping: an orphan's parent was the `up` that died, never this process.
             while (left := self.orphans(service)) and time.monotonic() < deadline:
-                for group in left:
-                    _reap(group)
                 time.sleep(0.2)
             if not left:
                 break
