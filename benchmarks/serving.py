@@ -1,14 +1,19 @@
-"""Latency and throughput of the served model on loopback, beside in-process predict.
+"""`birnn serve` on loopback, beside in-process predict, in one run on one machine.
 
 Logs ``models/model.keras`` (the pipeline's trained model; ``--model`` for another) into a temp
-sqlite store as the pipeline does, starts ``mlflow models serve --env-manager local`` on a free
-127.0.0.1 port, and measures with a bounded load (a fixed number of sequential requests):
+sqlite store as the pipeline does, registers it twice (versions 1 and 2, version 2 champion,
+version 1 previous), starts ``birnn serve`` on a free 127.0.0.1 port following the champion
+(``--poll-interval 1``) and measures, with bounded loads:
 
-- one-image requests: p50 / p99 latency;
-- batches of 1, 32 and 256 real test images: images/s served, and images/s of the same
-  ``mlflow.pyfunc`` model's ``predict`` in this process (the ceiling).
+- batches of 1, 32 and 256 real test images: images/s of in-process ``predict`` (the same
+  ``mlflow.pyfunc`` model), served as JSON and served as Parquet (bodies encoded beforehand:
+  the server's work is timed, not the client's);
+- 2,000 one-image JSON requests in a row: p50 / p99 latency;
+- 8 concurrent clients sending one-image requests for a few seconds: requests/s, p99;
+- ``birnn promote --rollback`` (a real promote run) until the first answer by the version it
+  made champion: the command's own time, and the time to that answer.
 
-    python benchmarks/serving.py [--requests 200] [--batch-requests 20]
+    python benchmarks/serving.py [--requests 2000] [--batch-requests 20] [--seconds 5]
 """
 
 from __future__ import annotations
@@ -16,108 +21,151 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import requests
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO))
 
 from birnn.data import load_raw  # noqa: E402
+from birnn.serve.client import PARQUET, VERSION_HEADER, parquet_body  # noqa: E402
+from tests.helpers.serve import birnn_serve, copy_versions, move, started  # noqa: E402
+
+NAME = "bench"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def rate(fn, bodies: list, per: int) -> float:
+    fn(bodies[0])  # warm: a new batch size traces the forward pass once
+    t = time.perf_counter()
+    for b in bodies:
+        fn(b)
+    return per * len(bodies) / (time.perf_counter() - t)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, default=REPO / "models/model.keras")
-    ap.add_argument("--requests", type=int, default=200, help="one-image requests timed")
+    ap.add_argument("--requests", type=int, default=2000, help="one-image requests in a row")
     ap.add_argument("--batch-requests", type=int, default=20, help="requests per batch size")
+    ap.add_argument("--seconds", type=float, default=5.0, help="of the 8-client load")
     args = ap.parse_args()
+    if not args.model.is_file():
+        raise SystemExit(f"{args.model} not found: `dvc pull` or `dvc repro` first")
 
     import mlflow
+    from mlflow.tracking import MlflowClient
 
     from birnn import tracking
 
-    pixels = load_raw(REPO / "data/raw")["x_test"]  # uint8: JSON of small integers
+    pixels = load_raw(REPO / "data/raw")["x_test"]
     x = pixels.astype(np.float32)
     tmp = Path(tempfile.mkdtemp(prefix="serve-bench-"))
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
-    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    store = f"sqlite:///{tmp / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = store
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    mlflow.set_tracking_uri(store)
     with mlflow.start_run():
-        uri = tracking.log_model(args.model, x[:5].astype(np.uint8))
-    model = mlflow.pyfunc.load_model(uri)
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/invocations"
+        source = tracking.log_model(args.model, pixels[:5])
+    client = MlflowClient(store)
+    v1, v2 = copy_versions(client, source, NAME, 2)
+    move(client, NAME, v1, None)
+    move(client, NAME, v2, v1)
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}/{v2}")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["registry"]["model_name"] = NAME
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit("the server did not come up")
-            time.sleep(0.5)
-        session = requests.Session()
-        for i in range(10):  # warm-up
-            session.post(url, json={"inputs": pixels[i : i + 1].tolist()}, timeout=60)
 
+    serve = birnn_serve("--model", f"models:/{NAME}@champion", "--poll-interval", "1")
+    with started([(serve, tmp / "serve.log")], env, tmp) as (server,):
+        url = f"{server.url}/invocations"
+        s = requests.Session()
+        as_json = {"Content-Type": "application/json"}
+        as_parquet = {"Content-Type": PARQUET}
+
+        print("| batch | in-process images/s | served JSON | served Parquet | JSON / in-process "
+              "| Parquet / in-process |\n|---|---|---|---|---|---|")  # fmt: skip
+        for batch in (1, 32, 256):
+            starts = [(i * batch) % 9000 for i in range(args.batch_requests)]
+            chunks = [x[i : i + batch] for i in starts]
+            jsons = [
+                json.dumps({"inputs": pixels[i : i + batch].tolist()}).encode() for i in starts
+            ]
+            parquets = [parquet_body(pixels[i : i + batch]) for i in starts]
+            local = rate(model.predict, chunks, batch)
+            by_json = rate(lambda d: s.post(url, data=d, headers=as_json).raise_for_status(),
+                           jsons, batch)  # fmt: skip
+            by_parquet = rate(lambda d: s.post(url, data=d, headers=as_parquet).raise_for_status(),
+                              parquets, batch)  # fmt: skip
+            print(f"| {batch} | {local:,.0f} | {by_json:,.0f} | {by_parquet:,.0f} | "
+                  f"{by_json / local:.2f} | {by_parquet / local:.2f} |")  # fmt: skip
+
+        one = [json.dumps({"inputs": pixels[i : i + 1].tolist()}).encode() for i in range(100)]
         lat = []
         for i in range(args.requests):
-            body = {"inputs": pixels[i % len(x) : i % len(x) + 1].tolist()}
             t = time.perf_counter()
-            r = session.post(url, json=body, timeout=60)
+            s.post(url, data=one[i % 100], headers=as_json).raise_for_status()
             lat.append(time.perf_counter() - t)
-            r.raise_for_status()
-        lat_ms = np.array(lat) * 1000
-        print(f"one-image requests: n={len(lat)}  p50 {np.percentile(lat_ms, 50):.1f} ms  "
-              f"p99 {np.percentile(lat_ms, 99):.1f} ms")  # fmt: skip
+        ms = np.array(lat) * 1000
+        print(f"\n{args.requests} one-image JSON requests in a row: p50 "
+              f"{np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms")  # fmt: skip
 
-        print("| batch | served images/s | in-process predict images/s | served / in-process |")
-        print("|---|---|---|---|")
-        for batch in (1, 32, 256):
-            bodies = [x[(i * batch) % 9000 : (i * batch) % 9000 + batch] for i in range(20)]
-            # Bodies encoded beforehand: the server's work is timed, not this client's.
-            encoded = [
-                json.dumps({"inputs": b.astype(np.uint8).tolist()}).encode()
-                for b in bodies[: args.batch_requests]
-            ]
-            headers = {"Content-Type": "application/json"}
-            # Warm-up: the first request of a new batch size traces the forward pass.
-            session.post(url, data=encoded[0], headers=headers, timeout=120).raise_for_status()
-            t = time.perf_counter()
-            for data in encoded:
-                session.post(url, data=data, headers=headers, timeout=120).raise_for_status()
-            served = batch * min(len(bodies), args.batch_requests) / (time.perf_counter() - t)
-            model.predict(bodies[0])  # warm
-            t = time.perf_counter()
-            for b in bodies[: args.batch_requests]:
-                model.predict(b)
-            local = batch * min(len(bodies), args.batch_requests) / (time.perf_counter() - t)
-            print(f"| {batch} | {served:,.0f} | {local:,.0f} | {served / local:.2f} |")
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        done: list[float] = []
+        stop = threading.Event()
+
+        def client_loop() -> None:
+            with requests.Session() as c:
+                while not stop.is_set():
+                    t = time.perf_counter()
+                    c.post(url, data=one[len(done) % 100], headers=as_json).raise_for_status()
+                    done.append(time.perf_counter() - t)
+
+        threads = [threading.Thread(target=client_loop) for _ in range(8)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        time.sleep(args.seconds)
+        stop.set()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+        ms = np.array(done) * 1000
+        print(f"8 concurrent clients, one image each request: {len(done) / wall:,.0f} requests/s "
+              f"over {wall:.1f} s, p50 {np.percentile(ms, 50):.1f} ms, "
+              f"p99 {np.percentile(ms, 99):.1f} ms")  # fmt: skip
+
+        # A real promote: roll the champion back to version 1; time until version 1 answers.
+        answered: list[float] = []
+
+        def watch() -> None:
+            while not answered:
+                r = requests.post(url, data=one[0], headers=as_json, timeout=60)
+                if r.headers.get(VERSION_HEADER) == v1:
+                    answered.append(time.perf_counter())
+                time.sleep(0.01)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "birnn", "promote", "--rollback"], cwd=tmp,
+                       env=env, check=True, capture_output=True)  # fmt: skip
+        promoted = time.perf_counter()
+        watcher.join(timeout=120)
+        if not answered:
+            raise SystemExit("the new champion never answered")
+        print(f"`birnn promote --rollback`: {promoted - t0:.1f} s; first answer by version {v1} "
+              f"{answered[0] - t0:.1f} s after the command started "
+              f"({answered[0] - promoted:.1f} s after it ended; poll interval 1 s)")  # fmt: skip
+        print(f"\n(store and logs in {tmp})")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ HEAVIEST_FIRST = (
     "tests/integration/test_workflow_rehearsal.py",  # 407 s
     "tests/integration/test_promote.py",  # 344 s
     "tests/integration/test_store.py",  # 212 s
+    "tests/integration/test_serve.py",  # ~150 s (new, 2026-12-07)
     "tests/integration/test_tracking.py",  # 133 s
     "tests/integration/test_workflows.py",  # 124 s
     "tests/integration/test_serving.py",  # 116 s

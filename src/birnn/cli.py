@@ -2,6 +2,7 @@
 imported only when it runs, so ``birnn --help`` answers at once (no TensorFlow or MLflow).
 
     birnn predict IMAGE...     which digits do these images show (the champion by default)
+    birnn serve                the champion over HTTP: follows promotions, a page, metrics
     birnn promote              make the model of the committed dvc.lock the champion
     birnn sweep                an Optuna study over params.yaml, trials as DVC experiments
     birnn stack up|down|...    the team stack (PostgreSQL, S3, mlflow server) on loopback
@@ -20,6 +21,10 @@ from collections.abc import Sequence
 # name -> (module whose main(argv) runs it, one line for `birnn --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("birnn.predict", "which digit each image shows (default: the champion)"),
+    "serve": (
+        "birnn.serve.cli",
+        "serve the champion over HTTP (follows promotions; page, /metrics)",
+    ),
     "promote": ("birnn.promote", "make the committed dvc.lock's model champion (or roll back)"),
     "sweep": ("birnn.sweep.cli", "an Optuna study over params.yaml; trials as DVC experiments"),
     "stack": ("birnn.stack.cli", "the team stack on 127.0.0.1: up | down | status | dvc-remote"),

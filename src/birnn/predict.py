@@ -9,6 +9,7 @@ predicted in batches; a folder or a glob writes a CSV.
     birnn predict a.png b.jpg --top 3 --json     # machine output
     birnn predict scans/ --output preds.csv      # a folder (or 'scans/*.png')
     birnn predict x.png --model models:/birnn-mnist/3   # a version, runs:/ID/model, model.keras
+    birnn predict scans/ --server http://127.0.0.1:8000  # a running `birnn serve` (Parquet)
 """
 
 from __future__ import annotations
@@ -222,14 +223,22 @@ def run(args: argparse.Namespace) -> int:
     files, many = expand(args.images)
     if not files:
         raise DataError("no image files found in " + ", ".join(args.images))
-    predictor = Predictor(args.model)
+    if args.server:
+        from birnn.serve.client import ServerPredictor
+
+        predictor: Any = ServerPredictor(args.server)
+    else:
+        predictor = Predictor(args.model)
     rows, errors = predict_files(predictor, files)
     for line in errors:
         print(f"birnn predict: error: {line}", file=sys.stderr)
     if args.json:
         for r in rows:
             r["top"] = r["top"][: args.top]
-        print(json.dumps({"model": predictor.uri, "predictions": rows}, indent=2))
+        model = predictor.uri
+        if getattr(predictor, "version", None):
+            model = f"{model} (version {predictor.version})"
+        print(json.dumps({"model": model, "predictions": rows}, indent=2))
     else:
         for r in rows:
             tops = ", ".join(f"{t['digit']} ({t['probability']:.3f})" for t in r["top"][: args.top])
@@ -251,6 +260,8 @@ def parser() -> argparse.ArgumentParser:
         help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model or a .keras file "
         "(default: the champion of params.yaml's registry)",
     )
+    ap.add_argument("--server", metavar="URL", help="ask a running `birnn serve` (or `mlflow "
+                    "models serve`) at URL instead of loading a model here")  # fmt: skip
     ap.add_argument("--top", type=int, default=1, choices=range(1, 11), metavar="K",
                     help="show the K most likely digits (1-10)")  # fmt: skip
     ap.add_argument("--json", action="store_true", help="JSON output")
@@ -268,10 +279,13 @@ def quiet_libraries() -> None:
     set are kept."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow sets its loggers' level from this when imported (a level set before is lost).
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
     # Warnings become log records of "py.warnings", which is quieted like the libraries'
     # loggers: a filter would not do, MLflow's model loading sets its own ("once").
     logging.captureWarnings(True)
-    for name in ("py.warnings", "tensorflow", "absl", "keras", "mlflow"):
+    # urllib3: a retried request to a server that is down (serve's registry lookups).
+    for name in ("py.warnings", "tensorflow", "absl", "keras", "mlflow", "urllib3"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
@@ -279,7 +293,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``python -m birnn.predict IMAGE...``"""
     from birnn.stage import one_line_errors, setup_logging
 
-    args = parser().parse_args(argv)
+    ap = parser()
+    args = ap.parse_args(argv)
+    if args.server and args.model:
+        ap.error("--server and --model are exclusive: the server serves its own model")
     if not args.verbose:
         quiet_libraries()
     setup_logging()

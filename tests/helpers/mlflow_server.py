@@ -19,13 +19,17 @@ from birnn.stack.state import SERVER_ENV
 
 @contextmanager
 def mlflow_server(
-    root: Path, timeout: float = 120.0, started: list[subprocess.Popen] | None = None
+    root: Path,
+    timeout: float = 120.0,
+    started: list[subprocess.Popen] | None = None,
+    port: int | None = None,
 ) -> Iterator[str]:
     """Start the server, wait for /health, yield its URI; stop it by its pid at the end.
-    ``started`` receives the server's process (a test that kills it mid-way)."""
-    port = free_port()
+    ``started`` receives the server's process (a test that kills it mid-way); ``port``: where
+    (a server restarted where its clients point), else a free one."""
+    port = port or free_port()
     uri = f"http://127.0.0.1:{port}"
-    log = (root / "server.log").open("w")
+    log = (root / "server.log").open("a")
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "mlflow", "server",

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from birnn import store, tracking
 from birnn.config import params_from_dict
 from birnn.errors import TrackingError
-from tests.helpers.pipeline import dvc, env_for, make_project
+from tests.helpers.pipeline import commit_all, dvc, env_for, make_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -256,6 +256,10 @@ def check_store(repo: Path, names: set[str]) -> None:
 def fresh_clone(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path):
     env = env_for(mnist_dir)
     repo = make_project(tmp_path_factory.mktemp("parallel") / "repo", env)
+    # The data stages first (docs/mlflow.md): experiments that run one stage with the same
+    # inputs at the same moment can collide in DVC's run cache. They do not touch MLflow.
+    dvc("repro", "preprocess", cwd=repo, env=env)
+    commit_all(repo, env, "data")
     assert not (repo / "mlflow.db").exists()
     return repo, env
 

@@ -53,6 +53,14 @@ def start_sweep(repo: Path, env: dict, workers: int, own_group: bool = False) ->
     )  # fmt: skip
 
 
+def command_line(p: psutil.Process) -> str:
+    """A process's command line; "" for one that ended meanwhile (a zombie has none)."""
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return ""
+
+
 def trials_of(stack: Stack, study: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=study, storage=stack.backend_uri("optuna")).trials
 
@@ -137,9 +145,9 @@ def test_a_worker_killed_mid_trial_is_retried_and_the_study_completes(
             worker = next(t.user_attrs["worker"] for t in trials_of(stack, "tiny-kill")
                           if t.number == number)  # fmt: skip
             victim = next(p for p in psutil.Process(proc.pid).children()
-                          if worker in " ".join(p.cmdline()))  # fmt: skip
+                          if worker in command_line(p))  # fmt: skip
             # The study's URL holds PostgreSQL's password: workers get it by environment.
-            lines = [" ".join(p.cmdline()) for p in psutil.Process(proc.pid).children(True)]
+            lines = [command_line(p) for p in psutil.Process(proc.pid).children(True)]
             assert not [ln for ln in lines if stack.state().pg_password in ln]
             killed_run = running[0].info.run_id
         time.sleep(0.5)

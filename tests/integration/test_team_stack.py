@@ -331,6 +331,10 @@ def test_two_pipelines_at_once_log_everything_to_the_shared_server(
     stack: Stack, on_stack: MlflowClient, tmp_path: Path, mnist_dir: Path
 ) -> None:
     repo, env = team_project(stack, tmp_path / "p", mnist_dir, tracking__experiment_name="par")
+    # The data stages first, as docs/mlflow.md says: two experiments that run the same stage
+    # with the same inputs at the same moment can collide in DVC's run cache.
+    dvc("repro", "preprocess", cwd=repo, env=env)
+    commit_all(repo, env, "data")
     cmd = [sys.executable, "-m", "dvc", "exp", "run", "--temp"]
     procs = [
         subprocess.Popen([*cmd, "-n", name, "-S", f"train.seed={seed}"], cwd=repo, env=env,

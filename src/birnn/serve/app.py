@@ -1,0 +1,252 @@
+"""The HTTP app of ``birnn serve``: MLflow's scoring protocol plus a page, ``/model`` and
+``/metrics``, in front of a :class:`~birnn.serve.follow.Follower`.
+
+Promises:
+- ``/invocations``, ``/ping``, ``/health`` and ``/version`` answer as ``mlflow models serve``
+  does: the same request formats (JSON, CSV, Parquet), the same 400s, through MLflow's own
+  parsing (:func:`mlflow.pyfunc.scoring_server.invocations`). Each answer names the version that
+  gave it in the ``Birnn-Model-Version`` header.
+- A request reads the served model once, so one that is in flight when the alias moves finishes
+  on the old model.
+- Limits: a body over ``max_body`` bytes is answered 413 without being read (from its
+  Content-Length; a body without one is cut off once it passes the limit); at most
+  ``digit_model.MAX_BATCH`` images per request (400, the model's own check); a request that
+  takes longer than ``timeout`` seconds is answered 504 (its prediction still finishes).
+- ``POST /classify`` takes an image file (the page's drawing, a photo, a scan), converts it as
+  ``birnn predict`` does and answers the top 3 digits and the model that answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import time
+from importlib import resources
+from typing import Any
+
+import numpy as np
+from fastapi import Request  # at module level: FastAPI resolves the handlers' annotations here
+
+from birnn.serve.follow import Follower, Served
+from birnn.serve.metrics import CONTENT_TYPE_LATEST, Metrics
+
+VERSION_HEADER = "Birnn-Model-Version"
+ENDPOINTS = ("/invocations", "/classify", "/ping", "/health", "/version", "/model", "/metrics", "/")
+
+
+class _Observed:
+    """The served model as MLflow's ``invocations`` sees it; counts what it predicts."""
+
+    def __init__(self, served: Served, metrics: Metrics) -> None:
+        self.served = served
+        self.metrics = metrics
+        self.metadata = served.model.metadata
+
+    def predict(self, data: Any, params: dict | None = None) -> Any:
+        out = self.served.model.predict(data, params=params)
+        self.metrics.predicted(self.served.label, out)
+        return out
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _error(status: int, message: str, code: str = "BAD_REQUEST") -> tuple[int, bytes]:
+    return status, json.dumps({"error_code": code, "message": message}).encode()
+
+
+class Guard:
+    """ASGI middleware: the body limit, and every request's status and latency in metrics."""
+
+    def __init__(self, app: Any, metrics: Metrics, max_body: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body = max_body
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        path = scope.get("path", "")
+        endpoint = path if path in ENDPOINTS else "other"
+        state = {"status": 500, "started": False}
+
+        async def sending(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                state["status"], state["started"] = message["status"], True
+            await send(message)
+
+        received = 0
+
+        async def limited() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise _TooLarge
+            return message
+
+        try:
+            length = dict(scope.get("headers", [])).get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_body:
+                await self._too_large(sending, int(length))
+                return
+            try:
+                await self.app(scope, limited, sending)
+            except _TooLarge:
+                if not state["started"]:
+                    await self._too_large(sending, received)
+        finally:
+            self.metrics.request(endpoint, state["status"], time.perf_counter() - started)
+
+    async def _too_large(self, send: Any, size: int) -> None:
+        mib = self.max_body / 2**20
+        status, body = _error(
+            413,
+            f"request body of {size} bytes or more; at most {self.max_body} ({mib:g} MiB, "
+            "birnn serve --max-body-mb): split the batch, or send Parquet",
+            "REQUEST_LIMIT_EXCEEDED",
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"connection", b"close"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def page() -> str:
+    return resources.files("birnn.serve").joinpath("page.html").read_text(encoding="utf-8")
+
+
+def create_app(follower: Follower, metrics: Metrics, max_body: int, timeout: float) -> Any:
+    """The ASGI app (FastAPI, as MLflow's scoring server) serving ``follower.current``."""
+    from fastapi import FastAPI
+    from fastapi.responses import HTMLResponse, Response
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc import scoring_server
+    from mlflow.version import VERSION
+
+    from birnn.digit_model import SERVING_ENV
+
+    # As MLflow's scoring server: the model refuses batches over MAX_BATCH when served.
+    os.environ[SERVING_ENV] = "true"
+    app = FastAPI(title="birnn serve", docs_url=None, redoc_url=None, openapi_url=None)
+    html = page()
+
+    def answer(
+        status: int,
+        body: bytes | str,
+        served: Served | None = None,
+        media: str = "application/json",
+    ) -> Response:
+        headers = {VERSION_HEADER: served.label} if served is not None else None
+        return Response(content=body, status_code=status, media_type=media, headers=headers)
+
+    async def limited(fn: Any, *args: Any) -> Any:
+        return await asyncio.wait_for(asyncio.to_thread(fn, *args), timeout=timeout)
+
+    def timed_out() -> Response:
+        return answer(
+            504,
+            json.dumps(
+                {
+                    "error_code": "DEADLINE_EXCEEDED",
+                    "message": f"Request processing time exceeded limit ({timeout:g} s)",
+                }
+            ),
+        )
+
+    @app.get("/ping")
+    @app.get("/health")
+    async def ping() -> Response:
+        return answer(200, "\n")
+
+    @app.get("/version")
+    async def version() -> Response:
+        return answer(200, VERSION)
+
+    @app.get("/model")
+    async def model() -> Response:
+        served = follower.current
+        body = {
+            **served.describe(),
+            "follows": follower.uri if follower.follows else None,
+            "poll_interval_s": follower.poll_interval if follower.follows else None,
+        }
+        return answer(200, json.dumps(body), served)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(content=metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/")
+    async def index() -> HTMLResponse:
+        return HTMLResponse(html)
+
+    @app.post("/invocations")
+    async def invocations(request: Request) -> Response:
+        served = follower.current  # read once: a swap mid-request does not touch this one
+        data = await request.body()
+        content_type = request.headers.get("content-type") or ""
+        observed = _Observed(served, metrics)
+        schema = served.model.metadata.get_input_schema()
+        try:
+            result = await limited(scoring_server.invocations, data, content_type, observed, schema)
+        except MlflowException as exc:
+            return answer(exc.get_http_status_code(), exc.serialize_as_json(), served)
+        except TimeoutError:
+            return timed_out()
+        return answer(result.status, result.response, served, result.mimetype)
+
+    @app.post("/classify")
+    async def classify(request: Request) -> Response:
+        served = follower.current
+        data = await request.body()
+        try:
+            result = await limited(_classify, served, data, metrics)
+        except TimeoutError:
+            return timed_out()
+        if isinstance(result, str):
+            return answer(*_error(400, result), served)
+        return answer(200, json.dumps(result), served)
+
+    return Guard(app, metrics, max_body)
+
+
+def _classify(served: Served, data: bytes, metrics: Metrics) -> dict | str:
+    """An image file -> the top 3 digits (or the reason it cannot be read, as a string)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from birnn.errors import DataError
+    from birnn.predict import to_mnist
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            pixels = to_mnist(img)
+    except UnidentifiedImageError:
+        return "not an image (or a format Pillow cannot read)"
+    except DataError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"cannot read the image: {exc}"
+    probs = np.asarray(served.model.predict(pixels[None].astype(np.float32)))
+    metrics.predicted(served.label, probs)
+    order = np.argsort(-probs[0])[:3]
+    return {
+        "top": [{"digit": int(d), "probability": float(probs[0][d])} for d in order],
+        "pixels": pixels.tolist(),  # what the model saw (28x28, 0-255)
+        "model": {k: served.describe()[k] for k in ("registered_model", "version", "alias")},
+    }
