@@ -9,9 +9,11 @@ Promises:
 - A request reads the served model once, so one that is in flight when the alias moves finishes
   on the old model.
 - Limits: a body over ``max_body`` bytes is answered 413 without being read (from its
-  Content-Length; a body without one is cut off once it passes the limit); at most
-  ``digit_model.MAX_BATCH`` images per request (400, the model's own check); a request that
-  takes longer than ``timeout`` seconds is answered 504 (its prediction still finishes).
+  Content-Length; a chunked body is read up to the limit, then refused); at most
+  ``digit_model.MAX_BATCH`` images per request (400, the model's own check); an image to
+  ``/classify`` of at most ``MAX_PIXELS`` (400, checked before it is decoded); a request not
+  answered within ``timeout`` seconds, its upload included, is answered 504 as MLflow does
+  (its prediction still finishes in its thread).
 - ``POST /classify`` takes an image file (the page's drawing, a photo, a scan), converts it as
   ``birnn predict`` does and answers the top 3 digits and the model that answered.
 """
@@ -33,6 +35,7 @@ from birnn.serve.follow import Follower, Served
 from birnn.serve.metrics import CONTENT_TYPE_LATEST, Metrics
 
 VERSION_HEADER = "Birnn-Model-Version"
+MAX_PIXELS = 4096 * 4096  # of an image sent to /classify: a small file can decode to gigabytes
 ENDPOINTS = ("/invocations", "/classify", "/ping", "/health", "/version", "/model", "/metrics", "/")
 
 
@@ -50,21 +53,25 @@ class _Observed:
         return out
 
 
-class _TooLarge(Exception):
-    pass
-
-
 def _error(status: int, message: str, code: str = "BAD_REQUEST") -> tuple[int, bytes]:
     return status, json.dumps({"error_code": code, "message": message}).encode()
 
 
-class Guard:
-    """ASGI middleware: the body limit, and every request's status and latency in metrics."""
+# MLflow's scoring server answers a request past its timeout with this (status 504).
+TIMED_OUT = b"Request processing time exceeded limit"
+NO_ANSWER = 499  # the metrics' status of a request that ended without an answer (client gone)
 
-    def __init__(self, app: Any, metrics: Metrics, max_body: int) -> None:
+
+class Guard:
+    """ASGI middleware around the app: the body limit, the request timeout (the body's upload
+    included, as MLflow's scoring server times the whole request), and every request's status
+    and latency in the metrics."""
+
+    def __init__(self, app: Any, metrics: Metrics, max_body: int, timeout: float) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body = max_body
+        self.timeout = timeout
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -73,36 +80,53 @@ class Guard:
         started = time.perf_counter()
         path = scope.get("path", "")
         endpoint = path if path in ENDPOINTS else "other"
-        state = {"status": 500, "started": False}
+        state = {"status": NO_ANSWER, "started": False}
 
         async def sending(message: dict) -> None:
             if message["type"] == "http.response.start":
                 state["status"], state["started"] = message["status"], True
             await send(message)
 
-        received = 0
-
-        async def limited() -> dict:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise _TooLarge
-            return message
-
         try:
-            length = dict(scope.get("headers", [])).get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_body:
-                await self._too_large(sending, int(length))
-                return
-            try:
-                await self.app(scope, limited, sending)
-            except _TooLarge:
-                if not state["started"]:
-                    await self._too_large(sending, received)
+            await asyncio.wait_for(self._guarded(scope, receive, sending), self.timeout)
+        except TimeoutError:
+            if not state["started"]:
+                await _answer(sending, 504, TIMED_OUT)
         finally:
             self.metrics.request(endpoint, state["status"], time.perf_counter() - started)
+
+    async def _guarded(self, scope: dict, receive: Any, send: Any) -> None:
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and length.isdigit():
+            if int(length) > self.max_body:
+                await self._too_large(send, int(length))  # refused before the body is read
+                return
+            await self.app(scope, receive, send)
+            return
+        # No Content-Length (a chunked body): read it here, up to the limit, and hand the app
+        # the whole of it; the app never sees a body over the limit.
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_body:
+                await self._too_large(send, size)
+                return
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: the disconnect, when it comes
+
+        await self.app(scope, replay, send)
 
     async def _too_large(self, send: Any, size: int) -> None:
         mib = self.max_body / 2**20
@@ -112,18 +136,15 @@ class Guard:
             "birnn serve --max-body-mb): split the batch, or send Parquet",
             "REQUEST_LIMIT_EXCEEDED",
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"connection", b"close"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _answer(send, status, body, close=True)
+
+
+async def _answer(send: Any, status: int, body: bytes, close: bool = False) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:  # the rest of the body is never read: the connection cannot be reused
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def page() -> str:
@@ -153,20 +174,6 @@ def create_app(follower: Follower, metrics: Metrics, max_body: int, timeout: flo
     ) -> Response:
         headers = {VERSION_HEADER: served.label} if served is not None else None
         return Response(content=body, status_code=status, media_type=media, headers=headers)
-
-    async def limited(fn: Any, *args: Any) -> Any:
-        return await asyncio.wait_for(asyncio.to_thread(fn, *args), timeout=timeout)
-
-    def timed_out() -> Response:
-        return answer(
-            504,
-            json.dumps(
-                {
-                    "error_code": "DEADLINE_EXCEEDED",
-                    "message": f"Request processing time exceeded limit ({timeout:g} s)",
-                }
-            ),
-        )
 
     @app.get("/ping")
     @app.get("/health")
@@ -203,26 +210,23 @@ def create_app(follower: Follower, metrics: Metrics, max_body: int, timeout: flo
         observed = _Observed(served, metrics)
         schema = served.model.metadata.get_input_schema()
         try:
-            result = await limited(scoring_server.invocations, data, content_type, observed, schema)
+            result = await asyncio.to_thread(
+                scoring_server.invocations, data, content_type, observed, schema
+            )
         except MlflowException as exc:
             return answer(exc.get_http_status_code(), exc.serialize_as_json(), served)
-        except TimeoutError:
-            return timed_out()
         return answer(result.status, result.response, served, result.mimetype)
 
     @app.post("/classify")
     async def classify(request: Request) -> Response:
         served = follower.current
         data = await request.body()
-        try:
-            result = await limited(_classify, served, data, metrics)
-        except TimeoutError:
-            return timed_out()
+        result = await asyncio.to_thread(_classify, served, data, metrics)
         if isinstance(result, str):
             return answer(*_error(400, result), served)
         return answer(200, json.dumps(result), served)
 
-    return Guard(app, metrics, max_body)
+    return Guard(app, metrics, max_body, timeout)
 
 
 def _classify(served: Served, data: bytes, metrics: Metrics) -> dict | str:
@@ -234,8 +238,12 @@ def _classify(served: Served, data: bytes, metrics: Metrics) -> dict | str:
 
     try:
         with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > MAX_PIXELS:  # checked before decoding it
+                return f"{img.width}x{img.height} pixels; at most {MAX_PIXELS:,} (e.g. 4096x4096)"
             img.load()
             pixels = to_mnist(img)
+    except Image.DecompressionBombError as exc:
+        return str(exc).split(".")[0]
     except UnidentifiedImageError:
         return "not an image (or a format Pillow cannot read)"
     except DataError as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -84,6 +85,7 @@ def serve(args: argparse.Namespace) -> None:
     if not 0 <= args.low_confidence <= 1:
         raise ConfigError("--low-confidence must be within 0-1")
     uri = args.model or default_model_uri()
+    sock = _listen(args.host, args.port)  # before the model loads: a port in use fails at once
     store = tracking.tracking_uri()
     # A lookup of a dead server fails in seconds (MLflow's own client retries for minutes).
     for key, value in tracking.HTTP_LIMITS.items():
@@ -132,13 +134,26 @@ def serve(args: argparse.Namespace) -> None:
         access_log=args.verbose,
         timeout_graceful_shutdown=10,
     )
-    server = uvicorn.Server(config)
     try:
-        server.run()
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
         follower.stop()
-    if not server.started:
-        raise ConfigError(f"could not listen on {args.host}:{args.port} (in use?)")
+        sock.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound and listening; one line if it cannot be."""
+    from birnn.errors import ConfigError
+
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(info[0], socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(info[4])
+        sock.listen(2048)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -5,8 +5,8 @@ warmed up, with what it is); a request reads it once and finishes on that model,
 fails or mixes a request. A new version is loaded beside the old one and swapped in by one
 attribute assignment, only once it has answered a warm-up prediction. A registry that cannot be
 reached keeps the current model serving: one warning when lookups start failing, one line when
-they work again. A model that cannot be loaded is skipped with a warning and tried again at the
-next poll.
+they work again. A version that cannot be loaded is skipped with one warning, and not fetched
+again while the alias stays on it.
 
 Fails: the first load (nothing to serve yet) raises :class:`~birnn.errors.TrackingError`.
 """
@@ -100,6 +100,7 @@ class Follower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
+        self._unloadable: str | None = None
         self.swaps = 0
         self.poll_errors = 0
         # Called after a swap (old, new) and after a failed lookup: the server's metrics.
@@ -165,11 +166,15 @@ class Follower:
                 version.version,
             )
         if str(version.version) == self.current.version:
+            self._unloadable = None  # the alias moved back: a later move may be tried again
             return False
+        if str(version.version) == self._unloadable:
+            return False  # the version that would not load: tried once, warned once
         started = time.monotonic()
         try:
             new = load(f"models:/{self.name}/{version.version}", version, self.alias)
         except Exception as exc:
+            self._unloadable = str(version.version)
             log.warning(
                 "cannot load %s version %s (%s); still serving version %s",
                 self.name,
@@ -179,6 +184,7 @@ class Follower:
             )
             return False
         old, self.current = self.current, new  # the swap: one assignment
+        self._unloadable = None
         self.swaps += 1
         log.info(
             "%s@%s moved: now serving version %s (was %s; loaded in %.1f s)",
