@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 from fastapi import Request  # at module level: FastAPI resolves the handlers' annotations here
 
+from birnn.serve.client import VERSION_HEADER
 from birnn.serve.follow import Follower, Served
 from birnn.serve.metrics import CONTENT_TYPE_LATEST, Metrics
 
-VERSION_HEADER = "Birnn-Model-Version"
 MAX_PIXELS = 4096 * 4096  # of an image sent to /classify: a small file can decode to gigabytes
 ENDPOINTS = ("/invocations", "/classify", "/ping", "/health", "/version", "/model", "/metrics", "/")
 

@@ -97,20 +97,11 @@ def serve(args: argparse.Namespace) -> None:
     follower = Follower(uri, lambda: MlflowClient(store), args.poll_interval)
     metrics = Metrics(args.low_confidence)
 
-    def describe(served) -> dict[str, str]:
-        d = served.describe()
-        return {
-            "registered_model": d["registered_model"] or "",
-            "version": d["version"] or "",
-            "alias": d["alias"] or "",
-            "run_id": d["run_id"] or "",
-        }
-
-    metrics.serving(describe(follower.current))
+    metrics.serving(follower.current.labels())
 
     def on_swap(old, new) -> None:
         metrics.swaps.inc()
-        metrics.serving(describe(new), describe(old))
+        metrics.serving(new.labels(), old.labels())
 
     follower.on_swap = on_swap
     follower.on_poll_error = metrics.poll_errors.inc

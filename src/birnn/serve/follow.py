@@ -58,6 +58,11 @@ class Served:
             "since": self.since,
         }
 
+    def labels(self) -> dict[str, str]:
+        """What the metrics' model-info series is labelled with ("" for what it lacks)."""
+        d = self.describe()
+        return {k: d[k] or "" for k in ("registered_model", "version", "alias", "run_id")}
+
     @property
     def label(self) -> str:
         """The model version as a metrics label: the version, else the URI."""
