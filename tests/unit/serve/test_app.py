@@ -86,3 +86,19 @@ def test_a_slow_upload_is_answered_504_as_mlflow_does() -> None:
     status, body, _ = call(guard, [b"x" * 10] * 5, 50, delay=0.2)
     assert (status, body) == (504, TIMED_OUT)
     assert 'status="504"} 1.0' in metrics.exposition().decode()
+
+
+def test_a_port_in_use_is_one_line_before_anything_loads() -> None:
+    import socket
+
+    import pytest
+
+    from birnn.errors import ConfigError
+    from birnn.serve.cli import _listen
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=rf"^cannot listen on 127.0.0.1:{port}: "):
+            _listen("127.0.0.1", port)

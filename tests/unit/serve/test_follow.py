@@ -102,3 +102,24 @@ def test_a_missing_alias_or_model_is_one_line(registry_with_two: str) -> None:
         Follower("runs:/0123/model", factory)
     fixed = Follower("models:/tiny/2", factory)
     assert (fixed.current.version, fixed.follows) == ("2", False)
+
+
+def test_a_version_that_will_not_load_is_tried_once(
+    registry_with_two: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = MlflowClient(registry_with_two)
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    broken = client.create_model_version("tiny", str(empty)).version
+    follower = Follower("models:/tiny@champion", lambda: MlflowClient(registry_with_two), 0.1)
+    client.set_registered_model_alias("tiny", "champion", str(broken))
+    try:
+        with caplog.at_level(logging.WARNING, logger="birnn.serve.follow"):
+            for _ in range(3):
+                assert follower.poll_once() is False
+        assert follower.current.version == "1"  # still serving what it had
+        lines = [r.getMessage() for r in caplog.records if r.name == "birnn.serve.follow"]
+        assert [m for m in lines if f"cannot load tiny version {broken}" in m] == lines[:1], lines
+        assert len(lines) == 1, lines  # tried and warned once, not at every poll
+    finally:
+        client.set_registered_model_alias("tiny", "champion", "1")
