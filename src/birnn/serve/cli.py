@@ -137,10 +137,13 @@ def _listen(host: str, port: int) -> socket.socket:
     from birnn.errors import ConfigError
 
     try:
-        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(info[0], socket.SOCK_STREAM)
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        # The protocol named (IPPROTO_TCP), not left 0: asyncio sets TCP_NODELAY only on
+        # connections of such a socket, and without it a small answer waits out the client's
+        # delayed ACK (measured: one-image requests 48 ms instead of 5 ms at the median).
+        sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(info[4])
+        sock.bind(address)
         sock.listen(2048)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

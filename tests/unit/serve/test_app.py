@@ -102,3 +102,30 @@ def test_a_port_in_use_is_one_line_before_anything_loads() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(ConfigError, match=rf"^cannot listen on 127.0.0.1:{port}: "):
             _listen("127.0.0.1", port)
+
+
+def test_connections_to_the_served_socket_send_small_answers_at_once() -> None:
+    """asyncio sets TCP_NODELAY only on connections of a socket made for IPPROTO_TCP; without it
+    a small answer waits for the client's delayed ACK (~40 ms a request)."""
+    import socket
+
+    from birnn.serve.cli import _listen
+
+    async def main() -> int:
+        made: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.Transport) -> None:
+                sock = transport.get_extra_info("socket")
+                made.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        server = await asyncio.get_running_loop().create_server(Probe, sock=_listen("127.0.0.1", 0))
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            nodelay = await asyncio.wait_for(made, 10)
+            writer.close()
+        return nodelay
+
+    assert asyncio.run(main()) != 0

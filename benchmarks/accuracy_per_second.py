@@ -1,0 +1,119 @@
+"""Test accuracy per second of training: the seed's script against the pipeline, side by side.
+
+For each seed, in turn (so a drift of the machine's speed touches both alike):
+
+- **seed**: ``benchmarks/seed_baseline.py --seed S`` (the seed's network and settings: batch 64,
+  10 epochs, not unrolled, validating on the test set), wall time of the whole script;
+- **pipeline**: the real stage commands ``python -m birnn.preprocess``, ``train`` and
+  ``evaluate`` with this checkout's ``params.yaml`` (``train.seed: S``; ``--set`` overrides
+  on top), in a temp folder logging to a local sqlite store as a user's ``dvc repro`` does,
+  wall time of the three (the raw files are downloaded once beforehand, not timed).
+
+Prints a Markdown row per run as it ends, then the means, the pipeline's mean accuracy and
+its mean time as a ratio of the seed's. Issue #24's goal: >= 99.3% mean test accuracy in <= 0.66x
+the seed's time. Needs ``BIRNN_DATA_MIRROR`` (a folder with the four MNIST files) and the cores
+to itself: ~9 min a seed on 2 cores.
+
+    python benchmarks/accuracy_per_second.py [--seeds 42 7 2026] [--set train.epochs=12 ...]
+        [--only pipeline|seed]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
+def seed_run(seed: int) -> tuple[float, float]:
+    """(wall seconds, test accuracy) of the seed's script."""
+    start = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/seed_baseline.py"), "--seed", str(seed)],
+        env=ENV, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    wall = time.perf_counter() - start
+    return wall, float(re.search(r"test accuracy ([0-9.]+)", out).group(1))
+
+
+def set_param(params: dict, key: str, value: str) -> None:
+    section, name = key.split(".", 1)
+    params[section][name] = yaml.safe_load(value)
+
+
+def pipeline_run(seed: int, overrides: list[str], raw: Path) -> tuple[float, float]:
+    """(wall seconds of preprocess + train + evaluate, test accuracy) of the pipeline."""
+    with tempfile.TemporaryDirectory(prefix="aps-") as tmp:
+        cwd = Path(tmp)
+        params = yaml.safe_load((ROOT / "params.yaml").read_text())
+        params["train"]["seed"] = seed
+        for kv in overrides:
+            set_param(params, *kv.split("=", 1))
+        (cwd / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        shutil.copytree(raw, cwd / "data/raw")
+        env = {**ENV, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}"}
+        start = time.perf_counter()
+        for stage in ("preprocess", "train", "evaluate"):
+            subprocess.run([sys.executable, "-m", f"birnn.{stage}"], cwd=cwd, env=env,
+                           capture_output=True, check=True)  # fmt: skip
+        wall = time.perf_counter() - start
+        return wall, json.loads((cwd / "reports/metrics.json").read_text())["test_accuracy"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 2026])
+    ap.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--only", choices=("pipeline", "seed"))
+    args = ap.parse_args()
+    if "BIRNN_DATA_MIRROR" not in os.environ:
+        raise SystemExit("set BIRNN_DATA_MIRROR to a folder with the four MNIST files")
+
+    with tempfile.TemporaryDirectory(prefix="aps-raw-") as tmp:
+        # The download stage once, untimed: both sides then read the same local files.
+        subprocess.run([sys.executable, "-m", "birnn.download"], cwd=tmp, env=ENV,
+                       capture_output=True, check=True)  # fmt: skip
+        raw = Path(tmp) / "data/raw"
+        machine = f"{cpu_name()}, {os.cpu_count()} cores"
+        print(f"{time.strftime('%Y-%m-%d %H:%M')}, {machine}; pipeline: params.yaml "
+              f"{' '.join(args.overrides)}\n")  # fmt: skip
+        print("| seed | seed script s | seed script accuracy | pipeline s | pipeline accuracy |")
+        print("|---|---|---|---|---|")
+        rows = []
+        skipped = (float("nan"), float("nan"))
+        for seed in args.seeds:
+            s = seed_run(seed) if args.only != "pipeline" else skipped
+            p = pipeline_run(seed, args.overrides, raw) if args.only != "seed" else skipped
+            rows.append((s, p))
+            print(f"| {seed} | {s[0]:.1f} | {s[1]:.4f} | {p[0]:.1f} | {p[1]:.4f} |", flush=True)
+
+    def mean(i: int, j: int) -> float:
+        return sum(r[i][j] for r in rows) / len(rows)
+
+    print(f"| mean | {mean(0, 0):.1f} | {mean(0, 1):.4f} | {mean(1, 0):.1f} | {mean(1, 1):.4f} |")
+    print(f"\npipeline: {mean(1, 1):.2%} mean test accuracy in {mean(1, 0) / mean(0, 0):.2f}x "
+          f"the seed script's time (goal: >= 99.30% in <= 0.66x)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
