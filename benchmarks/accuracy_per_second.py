@@ -91,6 +91,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="aps-raw-") as tmp:
         # The download stage once, untimed: both sides then read the same local files.
+        shutil.copy(ROOT / "params.yaml", Path(tmp) / "params.yaml")
         subprocess.run([sys.executable, "-m", "birnn.download"], cwd=tmp, env=ENV,
                        capture_output=True, check=True)  # fmt: skip
         raw = Path(tmp) / "data/raw"
