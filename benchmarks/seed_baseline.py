@@ -30,6 +30,8 @@ def main() -> None:
     ap.add_argument("folder", nargs="?", default=os.environ.get("BIRNN_DATA_MIRROR"))
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if not args.folder:
+        raise SystemExit("give the MNIST folder, or set BIRNN_DATA_MIRROR")
     raw = load_raw(Path(args.folder))
     x_train, y_train = scale(raw["x_train"]), raw["y_train"]
     x_test, y_test = scale(raw["x_test"]), raw["y_test"]

@@ -9,10 +9,11 @@ into the array that enforcement would have produced, predicted by the same model
 with MLflow's own ``predictions_to_json``: the same bytes as MLflow's path.
 
 Promises: anything else (another dtype or width, nulls, more columns, a named input that does
-not match, content-type parameters, a body pyarrow cannot read) and any error while predicting
-returns ``None``, and the caller hands the request to MLflow's ``invocations``, which answers it
-(or refuses it) exactly as ``mlflow models serve`` does. This module never produces an error
-answer of its own.
+not match, a pandas index MLflow's enforcement would trip on, content-type parameters, a body
+pyarrow cannot read) and any error while reading or predicting returns ``None``, and the caller
+hands the request to MLflow's ``invocations``, which answers it (or refuses it) exactly as
+``mlflow models serve`` does. This module never produces an answer of its own for those; the
+price is that such a body is read twice, and a failing prediction runs twice.
 """
 
 from __future__ import annotations
@@ -44,16 +45,36 @@ def read_rows(
     data: bytes, shape: tuple[int, ...], dtype: np.dtype, name: str | None
 ) -> np.ndarray | None:
     """The body as an array of ``shape`` (one row of ``d1 * d2 * ...`` values per item, as
-    MLflow reshapes it), or None when it is not the one fast layout."""
+    MLflow reshapes it), or None when it is not the one fast layout (or anything fails)."""
+    try:
+        return _read_rows(data, shape, dtype, name)
+    except Exception:  # MLflow's path reads it again and words its own answer
+        return None
+
+
+def _default_index(table: Any) -> bool:
+    """Whether pandas would give the table an index that holds the label 0, as MLflow's
+    enforcement looks its first row up by label (``series[0]``): none stored, or a range from 0.
+    A table pandas did not write has no such metadata."""
+    meta = table.schema.pandas_metadata
+    if meta is None:
+        return True
+    index = meta.get("index_columns", [])
+    return index == [] or (
+        len(index) == 1 and isinstance(index[0], dict) and index[0].get("kind") == "range"
+        and index[0].get("start") == 0 and index[0].get("step", 1) > 0
+    )  # fmt: skip
+
+
+def _read_rows(
+    data: bytes, shape: tuple[int, ...], dtype: np.dtype, name: str | None
+) -> np.ndarray | None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     width = int(np.prod(shape[1:]))
-    try:
-        table = pq.read_table(io.BytesIO(data), use_threads=False)
-    except Exception:  # MLflow's path reads it again and words its own error
-        return None
-    if table.num_columns != 1 or table.num_rows == 0:
+    table = pq.read_table(io.BytesIO(data), use_threads=False)
+    if table.num_columns != 1 or table.num_rows == 0 or not _default_index(table):
         return None
     if name is not None and table.column_names[0] != name:
         return None
@@ -61,7 +82,9 @@ def read_rows(
     kind = column.type
     if not (pa.types.is_fixed_size_list(kind) or pa.types.is_list(kind)):
         return None
-    if kind.value_type.to_pandas_dtype() != dtype or column.null_count:
+    if not pa.types.is_floating(kind.value_type) or column.null_count:
+        return None
+    if np.dtype(kind.value_type.to_pandas_dtype()) != dtype:
         return None
     if pa.types.is_fixed_size_list(kind):
         if kind.list_size != width:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -29,6 +30,13 @@ class Tiny(mlflow.pyfunc.PythonModel):
         return (flat[:, :10] / 255.0 + flat.mean(axis=1, keepdims=True) / 1e3).astype(np.float32)
 
 
+class Named(Tiny):
+    """The same, for a signature whose one input is named: MLflow hands it a dict."""
+
+    def predict(self, context, model_input, params=None):
+        return super().predict(context, model_input["pixels"], params)
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory):
     path = Path(tmp_path_factory.mktemp("tiny")) / "model"
@@ -40,9 +48,15 @@ def model(tmp_path_factory: pytest.TempPathFactory):
     return mlflow.pyfunc.load_model(str(path))
 
 
-def table_body(**columns) -> bytes:
+def table_body(row_group_size: int | None = None, **columns) -> bytes:
     buf = io.BytesIO()
-    pq.write_table(pa.table(columns), buf)
+    pq.write_table(pa.table(columns), buf, row_group_size=row_group_size)
+    return buf.getvalue()
+
+
+def pandas_body(frame: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    frame.to_parquet(buf)
     return buf.getvalue()
 
 
@@ -76,13 +90,29 @@ def test_the_client_layout_gets_mlflows_exact_bytes(model) -> None:
     body = table_body(x=pa.array(list(rows), type=pa.list_(pa.float32())))
     assert fast_answer(model, body) == mlflow_answer(model, body)
     assert fast_answer(model, body)[0] == 200
+    # Several row groups (one image each): the same.
+    body = table_body(row_group_size=1, x=pa.array(list(rows), type=pa.list_(pa.float32())))
+    assert fast_answer(model, body) == mlflow_answer(model, body)
     # What README's pandas snippet sends (a list column, the index in the metadata): the same.
-    import pandas as pd
+    body = pandas_body(pd.DataFrame({"pixels": list(rows)}))
+    assert fast_answer(model, body) == mlflow_answer(model, body)
+    assert fast_answer(model, body)[0] == 200
 
-    buf = io.BytesIO()
-    pd.DataFrame({"pixels": list(rows)}).to_parquet(buf)
-    assert fast_answer(model, buf.getvalue()) == mlflow_answer(model, buf.getvalue())
-    assert fast_answer(model, buf.getvalue())[0] == 200
+
+def test_a_named_input_takes_the_shortcut_only_under_its_name(tmp_path: Path) -> None:
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 28, 28), "pixels")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 10))]),
+    )
+    mlflow.pyfunc.save_model(str(tmp_path / "m"), python_model=Named(), signature=signature)
+    named = mlflow.pyfunc.load_model(str(tmp_path / "m"))
+    rows = list(images(2).reshape(2, -1))
+    body = table_body(pixels=pa.array(rows, type=pa.list_(pa.float32())))
+    assert fast_answer(named, body) is not None
+    assert fast_answer(named, body) == mlflow_answer(named, body)
+    other = table_body(other=pa.array(rows, type=pa.list_(pa.float32())))
+    assert fast_answer(named, other) is None
+    assert mlflow_answer(named, other)[0] == 400
 
 
 # Bodies the shortcut leaves alone, with the status MLflow's own path gives each (a float64 or a
@@ -109,6 +139,12 @@ BAD = {
     "scalars": (400, lambda: table_body(a=pa.array([1.0, 2.0], type=pa.float32()))),
     "no rows": (400, lambda: table_body(x=pa.array([], type=pa.list_(pa.float32())))),
     "not Parquet": (400, lambda: b"PAR1 but not really"),
+    "structs": (400, lambda: table_body(
+        x=pa.array([[{"a": 1.0}]], type=pa.list_(pa.struct([("a", pa.float64())])))
+    )),
+    "a pandas slice without row 0": (400, lambda: pandas_body(
+        pd.DataFrame({"pixels": list(images(3).reshape(3, -1))}).iloc[1:]
+    )),
     "more images than the model takes": (400, lambda: parquet_body(images(6))),
 }  # fmt: skip
 
