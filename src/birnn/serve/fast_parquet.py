@@ -6,7 +6,7 @@ one to enforce the tensor signature: for 32 images that costs more than the pred
 (measured in docs/serving.md). A body of one column of lists of the signature's dtype, each
 exactly ``d1 * d2 * ...`` values (784 for ``(-1, 28, 28)``), without nulls, is read here straight
 into the array that enforcement would have produced, predicted by the same model, and written
-with MLflow's own ``predictions_to_json``: the same bytes as MLflow's path.
+as MLflow's ``predictions_to_json`` writes it: the same bytes as MLflow's path.
 
 Promises: anything else (another dtype or width, nulls, more columns, a named input that does
 not match, a pandas index MLflow's enforcement would trip on, content-type parameters, a body
@@ -19,6 +19,7 @@ price is that such a body is read twice, and a failing prediction runs twice.
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import numpy as np
@@ -73,7 +74,8 @@ def _read_rows(
     import pyarrow.parquet as pq
 
     width = int(np.prod(shape[1:]))
-    table = pq.read_table(io.BytesIO(data), use_threads=False)
+    # ParquetFile, not read_table (whose datasets layer costs 1.0 ms against 0.3 for 32 images).
+    table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
     if table.num_columns != 1 or table.num_rows == 0 or not _default_index(table):
         return None
     if name is not None and table.column_names[0] != name:
@@ -113,6 +115,12 @@ def invocations(data: bytes, content_type: str, model: Any, schema: Any) -> Any 
         predictions = model.predict(rows)
     except Exception:  # MLflow's path predicts again and words the error
         return None
-    out = io.StringIO()
-    predictions_to_json(predictions, out)
-    return InvocationsResponse(response=out.getvalue(), status=200, mimetype="application/json")
+    if isinstance(predictions, np.ndarray) and predictions.dtype.kind == "f":
+        # What predictions_to_json writes for a float array (its encoder calls tolist()), at
+        # half its cost: 0.4 ms against 0.9 for 32 answers. The unit test compares the bytes.
+        body = json.dumps({"predictions": predictions.tolist()})
+    else:
+        out = io.StringIO()
+        predictions_to_json(predictions, out)
+        body = out.getvalue()
+    return InvocationsResponse(response=body, status=200, mimetype="application/json")
