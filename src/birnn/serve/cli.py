@@ -141,7 +141,6 @@ def _listen(host: str, port: int) -> socket.socket:
         # The protocol named (IPPROTO_TCP), not left 0: asyncio sets TCP_NODELAY only on
         # connections of such a socket, and without it a small answer waits out the client's
         # delayed ACK (measured: one-image requests 48 ms instead of 5 ms at the median).
-        # uvloop (picked by uvicorn when installed) sets it whatever the protocol.
         sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)

@@ -106,8 +106,7 @@ def test_a_port_in_use_is_one_line_before_anything_loads() -> None:
 
 def test_connections_to_the_served_socket_send_small_answers_at_once() -> None:
     """asyncio sets TCP_NODELAY only on connections of a socket made for IPPROTO_TCP; without it
-    a small answer waits for the client's delayed ACK (~40 ms a request). uvloop, which uvicorn
-    picks when installed, sets it on every connection; this is the loop serving without it."""
+    a small answer waits for the client's delayed ACK (~40 ms a request)."""
     import socket
 
     from birnn.serve.cli import _listen
