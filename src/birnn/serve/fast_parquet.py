@@ -35,22 +35,11 @@ def fast_spec(schema: Any) -> tuple[tuple[int, ...], np.dtype, str | None] | Non
     if schema is None or len(schema.inputs) != 1:
         return None
     spec = schema.inputs[0]
-    if not isinstance(spec, TensorSpec) or len(spec.shape) < 2 or spec.shape[0] != -1:
+    if not isinstance(spec, TensorSpec) or len(spec.shape) < 2:
         return None
-    if -1 in spec.shape[1:]:
+    if spec.shape[0] != -1 or -1 in spec.shape[1:]:
         return None
     return tuple(spec.shape), np.dtype(spec.type), spec.name
-
-
-def read_rows(
-    data: bytes, shape: tuple[int, ...], dtype: np.dtype, name: str | None
-) -> np.ndarray | None:
-    """The body as an array of ``shape`` (one row of ``d1 * d2 * ...`` values per item, as
-    MLflow reshapes it), or None when it is not the one fast layout (or anything fails)."""
-    try:
-        return _read_rows(data, shape, dtype, name)
-    except Exception:  # MLflow's path reads it again and words its own answer
-        return None
 
 
 def _default_index(table: Any) -> bool:
@@ -67,9 +56,12 @@ def _default_index(table: Any) -> bool:
     )  # fmt: skip
 
 
-def _read_rows(
+def read_rows(
     data: bytes, shape: tuple[int, ...], dtype: np.dtype, name: str | None
 ) -> np.ndarray | None:
+    """The body as an array of ``shape`` (one row of ``d1 * d2 * ...`` values per item, as
+    MLflow reshapes it), or None when it is not the one fast layout. May raise on a body
+    pyarrow cannot read: the caller treats that as None."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -108,12 +100,12 @@ def invocations(data: bytes, content_type: str, model: Any, schema: Any) -> Any 
     spec = fast_spec(schema)
     if spec is None:
         return None
-    rows = read_rows(data, *spec)
-    if rows is None:
-        return None
     try:
+        rows = read_rows(data, *spec)
+        if rows is None:
+            return None
         predictions = model.predict(rows)
-    except Exception:  # MLflow's path predicts again and words the error
+    except Exception:  # MLflow's path reads and predicts again, and words its own answer
         return None
     if isinstance(predictions, np.ndarray) and predictions.dtype.kind == "f":
         # What predictions_to_json writes for a float array (its encoder calls tolist()), at
