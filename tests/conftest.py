@@ -44,6 +44,30 @@ HEAVIEST_FIRST = (
 )
 
 
+# Files that share a costly session fixture run on one worker, so it is built once: `tracked`
+# (tests/integration/conftest.py: a small pipeline logged to a server and promoted, ~65 s).
+SAME_WORKER = {
+    "tests/integration/test_tracking.py": "tracked",
+    "tests/integration/test_serving.py": "tracked",
+    "tests/integration/test_serve.py": "tracked",
+    "tests/integration/test_predict.py": "tracked",
+}
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadfile`` (pyproject.toml) with the files of ``SAME_WORKER`` as one unit."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedFixtureScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return SAME_WORKER.get(path, path)
+
+    return SharedFixtureScheduling(config, log)
+
+
 @pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle, which this keeps per file
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {path: i for i, path in enumerate(HEAVIEST_FIRST)}

@@ -59,21 +59,29 @@ def clone_stage_dir(src: Path, dest: Path) -> Path:
     return dest
 
 
-def test_training_is_bitwise_reproducible(prepared: Path, tmp_path: Path) -> None:
-    results = []
-    for name in ("a", "b"):
-        cwd = clone_stage_dir(prepared, tmp_path / name)
-        ok("birnn.train", cwd)
-        ok("birnn.evaluate", cwd)
-        train = json.loads((cwd / "reports/train.json").read_text())
-        results.append(
-            (
-                train["weights_sha256"],
-                (cwd / "reports/metrics.json").read_bytes(),
-                (cwd / "reports/history.csv").read_bytes(),
-            )
-        )
-    assert results[0] == results[1]
+def train_and_evaluate(cwd: Path) -> tuple[str, bytes, bytes]:
+    ok("birnn.train", cwd)
+    ok("birnn.evaluate", cwd)
+    train = json.loads((cwd / "reports/train.json").read_text())
+    reports = cwd / "reports"
+    return (
+        train["weights_sha256"],
+        (reports / "metrics.json").read_bytes(),
+        (reports / "history.csv").read_bytes(),
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tuple]:
+    """One train and evaluate on the prepared data, and its results (shared, never changed:
+    tests that run more stages in it work on a copy)."""
+    cwd = clone_stage_dir(prepared, tmp_path_factory.mktemp("trained") / "trained")
+    return cwd, train_and_evaluate(cwd)
+
+
+def test_training_is_bitwise_reproducible(prepared: Path, trained, tmp_path: Path) -> None:
+    again = train_and_evaluate(clone_stage_dir(prepared, tmp_path / "again"))
+    assert again == trained[1]
 
 
 def test_preprocess_output_is_byte_identical(prepared: Path, tmp_path: Path) -> None:
@@ -85,13 +93,13 @@ def test_preprocess_output_is_byte_identical(prepared: Path, tmp_path: Path) -> 
     assert before == after
 
 
-def kill_after_first_epoch(cwd: Path, env: dict[str, str] | None = None) -> int:
+def kill_after_first_epoch(cwd: Path) -> int:
     """Start the train stage, SIGKILL it once a checkpoint exists; return the epochs done."""
     state = cwd / ".checkpoints/train/state.json"
     proc = subprocess.Popen(
         [sys.executable, "-m", "birnn.train"],
         cwd=cwd,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -115,6 +123,21 @@ FOUR_EPOCHS = {
 }
 
 
+@pytest.fixture(scope="module")
+def killed(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """A 4-epoch training SIGKILLed once its first epoch was checkpointed: the stage folder
+    (checkpoint and MLflow store included) and the epochs it had done. Each test resumes a copy
+    of it, so one kill serves them all."""
+    cwd = clone_stage_dir(prepared, tmp_path_factory.mktemp("killed") / "killed")
+    write_params(cwd, **FOUR_EPOCHS)
+    return cwd, kill_after_first_epoch(cwd)
+
+
+def copy_of(killed: tuple[Path, int], dest: Path) -> Path:
+    shutil.copytree(killed[0], dest)
+    return dest
+
+
 def store(cwd: Path) -> MlflowClient:
     return MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
 
@@ -123,11 +146,9 @@ def runs_of(client: MlflowClient, experiment: str = "birnn-mnist") -> list:
     return client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
 
 
-def test_killed_training_resumes_in_the_same_run(prepared: Path, tmp_path: Path) -> None:
-    cwd = clone_stage_dir(prepared, tmp_path / "resume")
-    write_params(cwd, **FOUR_EPOCHS)
-    done = kill_after_first_epoch(cwd)
-    assert 1 <= done < 4
+def test_killed_training_resumes_in_the_same_run(killed, tmp_path: Path) -> None:
+    cwd = copy_of(killed, tmp_path / "resume")
+    assert 1 <= killed[1] < 4
     assert not (cwd / "reports/history.csv").exists()
 
     res = ok("birnn.train", cwd)
@@ -190,10 +211,8 @@ def test_resumed_training_equals_uninterrupted_with_dropout_and_early_stopping(
     assert digest[0] == digest[1]
 
 
-def test_resume_whose_run_was_deleted_goes_on_in_a_new_run(prepared: Path, tmp_path: Path):
-    cwd = clone_stage_dir(prepared, tmp_path / "deleted")
-    write_params(cwd, **FOUR_EPOCHS)
-    kill_after_first_epoch(cwd)
+def test_resume_whose_run_was_deleted_goes_on_in_a_new_run(killed, tmp_path: Path) -> None:
+    cwd = copy_of(killed, tmp_path / "deleted")
     client = store(cwd)
     (old,) = runs_of(client)
     client.delete_run(old.info.run_id)  # as the UI's "Delete" does
@@ -206,13 +225,11 @@ def test_resume_whose_run_was_deleted_goes_on_in_a_new_run(prepared: Path, tmp_p
     mlflow.set_tracking_uri(None)
 
 
-def test_code_change_after_a_kill_starts_fresh(prepared: Path, tmp_path: Path) -> None:
-    cwd = clone_stage_dir(prepared, tmp_path / "codechange")
-    write_params(cwd, **FOUR_EPOCHS)
+def test_code_change_after_a_kill_starts_fresh(killed, tmp_path: Path) -> None:
+    cwd = copy_of(killed, tmp_path / "codechange")
     src = tmp_path / "src"
     shutil.copytree(REPO / "src", src, ignore=shutil.ignore_patterns("__pycache__"))
     env = {"PYTHONPATH": str(src)}  # this copy of the package, not the installed one
-    kill_after_first_epoch(cwd, env)
     model_py = src / "birnn/model.py"
     model_py.write_text(model_py.read_text() + "\n# a change to the network's code\n")
     res = ok("birnn.train", cwd, **env)
@@ -220,9 +237,9 @@ def test_code_change_after_a_kill_starts_fresh(prepared: Path, tmp_path: Path) -
     assert "from other params, data, code or library versions: starting fresh" in res.stderr
 
 
-def test_evaluate_of_a_deleted_or_foreign_run_starts_a_linked_run(prepared: Path, tmp_path):
-    cwd = clone_stage_dir(prepared, tmp_path / "evalnew")
-    ok("birnn.train", cwd)
+def test_evaluate_of_a_deleted_or_foreign_run_starts_a_linked_run(trained, tmp_path: Path):
+    cwd = tmp_path / "evalnew"
+    shutil.copytree(trained[0], cwd)  # trained and evaluated once in the project's experiment
     client = store(cwd)
     train_id = json.loads((cwd / "reports/train.json").read_text())["mlflow_run_id"]
     # Another experiment between the stages: the training run is not reopened across it.
