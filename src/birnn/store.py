@@ -112,7 +112,9 @@ def leftovers_once_alone(db: Path, wait_s: float | None = None) -> list[str]:
         leftovers = leftover_tables(db)
         others = holders(db) if leftovers else []
         if not others:
-            return leftovers
+            # Looked again: a migration that finished (dropped its tables and closed the file)
+            # between the two looks left nothing to repair.
+            return leftover_tables(db) if leftovers else []
         if time.monotonic() >= deadline:
             who = f"pid {others[0].pid}"
             with contextlib.suppress(psutil.Error):
@@ -145,6 +147,9 @@ def repair(db: Path, migrate: Callable[[], None]) -> None:
 
     Call under :func:`init_lock`. A backup copy is taken first and put back if anything fails.
     """
+    if not leftover_tables(db):  # mended meanwhile: nothing to repair, nothing to back up
+        migrate()
+        return
     stamp = time.strftime("%Y%m%d-%H%M%S")
     backup = db.with_name(f"{db.name}.before-repair-{stamp}")
     shutil.copy2(db, backup)

@@ -1,8 +1,10 @@
-"""Retries on sqlite's "database is locked", and nothing else."""
+"""Retries on sqlite's "database is locked", and nothing else; a migration another process
+finishes while the stage looks is left alone."""
 
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 from mlflow.exceptions import MlflowException
@@ -49,3 +51,38 @@ def test_sqlite_path() -> None:
     assert str(store.sqlite_path("sqlite:////srv/p/mlflow.db")) == "/srv/p/mlflow.db"
     assert store.sqlite_path("sqlite:///:memory:") is None
     assert store.sqlite_path("http://127.0.0.1:5000") is None
+
+
+def half_migrated(db: Path) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE tags (k)")
+        conn.execute("CREATE TABLE _alembic_tmp_tags (k)")
+
+
+def test_a_migration_that_ends_between_the_two_looks_leaves_nothing_to_repair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Seen in a full run under load: the temp table was there at the first look, and its
+    # migrating process had dropped it and exited by the second (who holds the file), so the
+    # stage "repaired" a store with nothing to mend and kept a needless backup.
+    db = tmp_path / "mlflow.db"
+    half_migrated(db)
+
+    def ended_meanwhile(path: Path) -> list:
+        with sqlite3.connect(path) as conn:
+            conn.execute("DROP TABLE _alembic_tmp_tags")
+        return []  # that process has exited: nobody holds the file
+
+    monkeypatch.setattr(store, "holders", ended_meanwhile)
+    assert store.leftovers_once_alone(db) == []
+
+
+def test_repair_of_a_store_mended_meanwhile_only_opens_it(tmp_path: Path) -> None:
+    db = tmp_path / "mlflow.db"
+    half_migrated(db)
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TABLE _alembic_tmp_tags")
+    opened = []
+    store.repair(db, lambda: opened.append(db))
+    assert opened == [db]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]  # no backup, no rename
