@@ -44,6 +44,17 @@ HEAVIEST_FIRST = (
 )
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (pyproject.toml): one worker more than the cores this process may use.
+
+    Many tests wait (a server starting, a kill, a poll); with one worker per core the 2 cores
+    of a full run were 1.57 busy on average, with 3 workers 1.78: 22 min 48 s of pytest
+    against 26 min 19 s (2026-12-07, docs/development.md). ``--maxprocesses`` caps it.
+    """
+    env = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS")  # xdist's own override, kept
+    return int(env) if env else len(os.sched_getaffinity(0)) + 1
+
+
 # Files that share a costly session fixture run on one worker, so it is built once: `tracked`
 # (tests/integration/conftest.py: a small pipeline logged to a server and promoted, ~65 s).
 SAME_WORKER = {
