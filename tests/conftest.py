@@ -26,21 +26,20 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
-# The heaviest test files, heaviest first (seconds of one full run on 2 cores, 2026-12-06).
-# Each file runs whole on one worker, so the longest must start first, or the run waits on
-# it at the end (longest-processing-time first); the rest keep their order behind them.
+# The heaviest test files, heaviest first (seconds of one full run, 3 workers on 2 cores,
+# 2026-12-07; a SAME_WORKER group as the sum of its files). Each file runs whole on one worker,
+# so the longest must start first, or the run waits on it at the end (longest-processing-time
+# first); the rest keep their order behind them.
 HEAVIEST_FIRST = (
-    "tests/integration/test_reliability.py",  # 742 s
-    "tests/integration/test_sweep.py",  # 457 s
-    "tests/integration/test_team_stack.py",  # 444 s
-    "tests/integration/test_workflow_rehearsal.py",  # 407 s
-    "tests/integration/test_promote.py",  # 344 s
-    "tests/integration/test_store.py",  # 212 s
-    "tests/integration/test_serve.py",  # ~150 s (new, 2026-12-07)
-    "tests/integration/test_tracking.py",  # 133 s
-    "tests/integration/test_workflows.py",  # 124 s
-    "tests/integration/test_serving.py",  # 116 s
-    "tests/integration/test_pipeline.py",  # 111 s
+    "tests/integration/test_reliability.py",  # 831 s
+    "tests/integration/test_team_stack.py",  # 828 s
+    "tests/integration/test_sweep.py",  # 455 s
+    "tests/integration/test_promote.py",  # 420 s
+    "tests/integration/test_serve.py",  # 387 s with the rest of the `tracked` group
+    "tests/integration/test_workflow_rehearsal.py",  # 363 s
+    "tests/integration/test_store.py",  # 305 s
+    "tests/integration/test_workflows.py",  # 157 s
+    "tests/integration/test_pipeline.py",  # 138 s
 )
 
 
