@@ -273,10 +273,14 @@ def test_registry_down_keeps_serving_logs_once_and_recovers(tracked, tmp_path) -
                 (v2,) = copy_versions(client, source, "birnn-outage", 1)
                 move(client, "birnn-outage", v2, v1)
                 deadline = time.monotonic() + 60
-                while post(s.url, one).headers.get(VERSION_HEADER) != v2:
+                while post(s.url, one).headers.get(VERSION_HEADER) != v2 or (
+                    "now serving version 2" not in s.output()
+                ):
                     assert time.monotonic() < deadline, s.output()[-2000:]
                     time.sleep(0.2)
-            out = s.output()
+                # Read while the registry is still up: once this block stops it, the next poll
+                # is a second outage, with a line of its own (seen in a full run under load).
+                out = s.output()
     log.warning("registry outage, as birnn serve logged it:\n%s", out.strip())
     # One line when lookups start failing, one when they work again; no library's lines.
     assert out.count("cannot look birnn-outage@champion up") == 1, out
