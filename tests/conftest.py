@@ -21,7 +21,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.update(NO_TELEMETRY)
     if os.environ.get("PYTEST_XDIST_WORKER"):
         # Test files run side by side (pytest-xdist): each TensorFlow process keeps to one core,
-        # so two files' stages share the cores instead of each spinning a pool sized for all.
+        # so the files' stages share the cores instead of each spinning a pool sized for all.
         os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
         os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
@@ -43,19 +43,26 @@ HEAVIEST_FIRST = (
 )
 
 
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto`` (pyproject.toml): one worker more than the cores this process may use.
+    """``-n auto`` (pyproject.toml): one worker more than xdist would start (its count of the
+    cores); ``PYTEST_XDIST_AUTO_NUM_WORKERS`` still sets the number itself.
 
     Many tests wait (a server starting, a kill, a poll); with one worker per core the 2 cores
     of a full run were 1.57 busy on average, with 3 workers 1.78: 22 min 48 s of pytest
     against 26 min 19 s (2026-12-07, docs/development.md). ``--maxprocesses`` caps it.
     """
-    env = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS")  # xdist's own override, kept
-    return int(env) if env else len(os.sched_getaffinity(0)) + 1
+    from xdist.plugin import pytest_xdist_auto_num_workers as xdist_count
+
+    count = xdist_count(config)
+    set_by_hand = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS", "").strip().isdigit()
+    return count if set_by_hand else count + 1
 
 
 # Files that share a costly session fixture run on one worker, so it is built once: `tracked`
 # (tests/integration/conftest.py: a small pipeline logged to a server and promoted, ~65 s).
+# Not the team stack's files: a stack starts in ~12 s, and those files together (~1,650 s)
+# would outlast the whole run on one worker.
 SAME_WORKER = {
     "tests/integration/test_tracking.py": "tracked",
     "tests/integration/test_serving.py": "tracked",
@@ -64,6 +71,7 @@ SAME_WORKER = {
 }
 
 
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """``--dist loadfile`` (pyproject.toml) with the files of ``SAME_WORKER`` as one unit."""
     if config.getoption("dist") != "loadfile":

@@ -145,7 +145,8 @@ def _holds_records(conn: sqlite3.Connection, tables: set[str]) -> bool:
 def repair(db: Path, migrate: Callable[[], None]) -> None:
     """Mend a store left half-migrated, then run ``migrate`` (opening it with MLflow).
 
-    Call under :func:`init_lock`. A backup copy is taken first and put back if anything fails.
+    Call under :func:`init_lock`. A backup copy is taken first, when there is anything to mend,
+    and put back if anything fails; a store mended meanwhile is only opened.
     """
     if not leftover_tables(db):  # mended meanwhile: nothing to repair, nothing to back up
         migrate()
