@@ -159,10 +159,6 @@ def killed(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
     return cwd, done
 
 
-def copy_of(killed: tuple[Path, int], dest: Path) -> Path:
-    return stage_copy(killed[0], dest)
-
-
 def store(cwd: Path) -> MlflowClient:
     return MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
 
@@ -172,7 +168,7 @@ def runs_of(client: MlflowClient, experiment: str = "birnn-mnist") -> list:
 
 
 def test_killed_training_resumes_in_the_same_run(killed, tmp_path: Path) -> None:
-    cwd = copy_of(killed, tmp_path / "resume")
+    cwd = stage_copy(killed[0], tmp_path / "resume")
     assert not (cwd / "reports/history.csv").exists()
 
     res = ok("birnn.train", cwd)
@@ -236,7 +232,7 @@ def test_resumed_training_equals_uninterrupted_with_dropout_and_early_stopping(
 
 
 def test_resume_whose_run_was_deleted_goes_on_in_a_new_run(killed, tmp_path: Path) -> None:
-    cwd = copy_of(killed, tmp_path / "deleted")
+    cwd = stage_copy(killed[0], tmp_path / "deleted")
     client = store(cwd)
     (old,) = runs_of(client)
     client.delete_run(old.info.run_id)  # as the UI's "Delete" does
@@ -250,7 +246,7 @@ def test_resume_whose_run_was_deleted_goes_on_in_a_new_run(killed, tmp_path: Pat
 
 
 def test_code_change_after_a_kill_starts_fresh(killed, tmp_path: Path) -> None:
-    cwd = copy_of(killed, tmp_path / "codechange")
+    cwd = stage_copy(killed[0], tmp_path / "codechange")
     src = tmp_path / "src"
     shutil.copytree(REPO / "src", src, ignore=shutil.ignore_patterns("__pycache__"))
     env = {"PYTHONPATH": str(src)}  # this copy of the package, not the installed one
