@@ -91,7 +91,10 @@ def pipeline_run(seed: int, overrides: list[str], raw: Path) -> tuple[float, flo
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 2026])
-    ap.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE")
+    # extend: `--set a=1 --set b=2` and `--set a=1 b=2` both keep both (a plain nargs="*"
+    # kept only the last --set, silently).
+    ap.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[],
+                    metavar="KEY=VALUE")  # fmt: skip
     ap.add_argument("--only", choices=("pipeline", "seed"))
     args = ap.parse_args()
     if "BIRNN_DATA_MIRROR" not in os.environ:
