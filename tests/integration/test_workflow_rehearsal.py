@@ -265,11 +265,10 @@ def rehearsals(
         if event.startswith("pull_request"):
             # The pull request's branch changes one param; its base is main.
             git("checkout", "-q", "-b", "feature", cwd=repo, env=env)
-            text = (
-                (repo / "params.yaml")
-                .read_text()
-                .replace("learning_rate: 0.003", f"learning_rate: {PR_LEARNING_RATE}")
-            )
+            text = (repo / "params.yaml").read_text()
+            # SMALL_RUN's rate, which the report's params diff must name (not the default's).
+            assert "learning_rate: 0.003" in text
+            text = text.replace("learning_rate: 0.003", f"learning_rate: {PR_LEARNING_RATE}")
             (repo / "params.yaml").write_text(text)
             git("commit", "-qam", "A lower learning rate", cwd=repo, env=env)
         api = GitHubAPI()
