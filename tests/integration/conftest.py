@@ -70,13 +70,13 @@ def stack() -> Iterator[Stack]:
     base.chmod(0o755)
     stack = Stack(base / "stack")
     t0 = time.monotonic()
-    timings = stack.up()
-    logging.getLogger(__name__).warning(
-        "stack up in %.1fs (%s)",
-        time.monotonic() - t0,
-        ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()),
-    )
-    try:
+    try:  # an `up` that fails part-way still stops what it started
+        timings = stack.up()
+        logging.getLogger(__name__).warning(
+            "stack up in %.1fs (%s)",
+            time.monotonic() - t0,
+            ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()),
+        )
         yield stack
     finally:
         stack.down()
