@@ -198,7 +198,13 @@ def run_state(client: MlflowClient, run_id: str | None, params: Params) -> RunSt
             f"run {run_id} belongs to another experiment than {experiment_name(params)!r}",
             run=run,
         )
-    return RunState(True, "", evaluated="test_accuracy" in run.data.metrics, run=run)
+    return RunState(True, "", evaluated=was_evaluated(run), run=run)
+
+
+def was_evaluated(run: Run) -> bool:
+    """Whether evaluate has logged its test metrics to ``run`` (train's run is FINISHED
+    between the two stages, so its status alone does not say)."""
+    return "test_accuracy" in run.data.metrics
 
 
 def default_run_name(params: Params) -> str:

@@ -1,7 +1,8 @@
 """The sweep's parent MLflow run, which groups a study's trials in the UI's tree: created
 RUNNING with the search space, finished with the best trial, counts and Optuna's figures,
-KILLED when the sweep is interrupted; and the runs of a trial whose worker died: KILLED if
-they were running, tagged ``sweep.counted=false`` if they had finished.
+KILLED when the sweep is interrupted; and the runs of a trial that was stopped or whose worker
+died: KILLED if they were running or only trained (never evaluated), tagged
+``sweep.counted=false`` if they were whole.
 
 Every call goes through :mod:`birnn.tracking`'s retrying MLflow wrapper, so a
 store that is briefly busy is retried and one that is gone is a :class:`TrackingError`.
@@ -17,7 +18,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from birnn import store
-from birnn.tracking import _mlflow, connect, lineage_tags, param_value
+from birnn.tracking import _mlflow, connect, lineage_tags, param_value, was_evaluated
 
 log = logging.getLogger("birnn.sweep")
 
@@ -114,11 +115,14 @@ def end_sweep_run(run_id: str, status: str) -> None:
 
 
 def mark_trial_runs_killed(study: Any, trial: Any) -> None:
-    """A trial whose worker died: its runs (train's, evaluate's) that still say RUNNING are
-    marked KILLED, as MLflow does for a run stopped by Ctrl-C. One that FINISHED (the worker
-    died after its experiment ran, before it told the study: kill point ``sweep.ran``) is a
-    whole run and stays FINISHED, tagged ``sweep.counted=false``: the study did not count it,
-    its retry (whose stages DVC's run cache may restore from this run) counts instead."""
+    """A trial that was stopped or whose worker died: its runs that still say RUNNING are
+    marked KILLED, as MLflow does for a run stopped by Ctrl-C. So is one that FINISHED its
+    training but has no test metrics: train ends the pipeline's run and evaluate reopens it,
+    and a stop between the two stages (several seconds of dvc and imports) left a run that
+    looked whole. One that was evaluated too (the worker died after its experiment ran, before
+    it told the study: kill point ``sweep.ran``) is whole and stays FINISHED, tagged
+    ``sweep.counted=false``: the study did not count it, its retry (whose stages DVC's run
+    cache may restore from this run) counts instead."""
     client = MlflowClient()
     tag = f"{study.study_name}:{trial.number}"
     runs = store.retrying(client.search_runs)(
@@ -126,7 +130,9 @@ def mark_trial_runs_killed(study: Any, trial: Any) -> None:
         filter_string=f"tags.`sweep.trial` = '{tag}'",
     )
     for run in runs:
-        if run.info.status == "RUNNING":
+        if run.info.status == "RUNNING" or (
+            run.info.status == "FINISHED" and not was_evaluated(run)
+        ):
             store.retrying(client.set_terminated)(run.info.run_id, "KILLED")
             log.warning("MLflow run %s of trial %s marked KILLED", run.info.run_id, tag)
         elif run.info.status == "FINISHED":
