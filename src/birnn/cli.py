@@ -51,5 +51,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args and args[0] in COMMANDS:
         module = importlib.import_module(COMMANDS[args[0]][0])
         module.main(args[1:])
+        from birnn.stage import spare_teardown
+
+        spare_teardown()  # the command is done: exit without walking TensorFlow's objects
         return
     parser().parse_args(args)  # --help exits 0; nothing or an unknown command exits 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import resource
@@ -96,6 +97,20 @@ def run_stage(name: str, fn: Callable[[], None]) -> None:
         wall = time.time() - psutil.Process().create_time()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         log.info("stage %s done in %.1f s, peak RSS %.0f MiB", name, wall, peak)
+        spare_teardown()
     except KeyboardInterrupt:
         print(f"birnn.{name}: interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def spare_teardown() -> None:
+    """The process's work is done and it exits next: spare it the teardown's collections.
+
+    At exit Python frees every module, and its garbage collector walks every object TensorFlow,
+    Keras and MLflow made: measured ~2 s of CPU per train or evaluate process, after its work
+    (0.2 s with this; a small train stage is ~13 s in all). ``gc.freeze()`` moves every object to
+    the permanent generation, which no collection walks; the exit itself is unchanged (threads
+    joined, ``atexit`` handlers run, streams flushed). Frozen objects are never collected, so
+    only a process that is about to end calls this.
+    """
+    gc.freeze()
