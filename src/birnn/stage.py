@@ -1,4 +1,6 @@
-"""The thin shell every stage's ``main()`` shares: logging setup and one-line errors."""
+"""The thin shell every stage's ``main()`` shares: logging setup, one-line errors, SIGTERM as
+Ctrl-C, and an exit that skips the garbage collector's walk over every object once the stage
+is done (:func:`spare_teardown`)."""
 
 from __future__ import annotations
 
