@@ -148,39 +148,46 @@ def test_an_up_killed_before_recording_a_pid_is_finished_by_the_next_up(stack: S
 
 
 def test_a_port_taken_between_pick_and_bind_starts_a_new_stack_on_other_ports(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
+    stack: Stack,
 ) -> None:
     # Two stacks starting at once (two test workers did) can both be handed one free port;
-    # any process's outgoing connection can take one too. Here the first pick's MLflow port is
-    # already listening: MLflow exits, and `up` stops PostgreSQL and S3 and starts all three
-    # on new ports. (A stack already up once keeps its ports; not tested here.)
+    # any process's outgoing connection can take one too. Here the stack's state names an
+    # MLflow port that is already listening, as a first `up` leaves it when that happens, or
+    # when it is killed after stopping what it started and before saving new ports: MLflow
+    # exits, and `up` stops PostgreSQL and S3 and starts all three on new ports. A stack that
+    # was up once (its stack.env written) keeps its ports: its users point at them.
     import socket
     from dataclasses import replace
 
-    from birnn.stack.state import Ports
+    from birnn.stack.state import StackError, State
 
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     port = taken.getsockname()[1]
-    real_pick = Ports.pick.__func__
-    picks: list[Ports] = []
-
-    def pick(cls, mlflow=None):
-        ports = real_pick(cls, mlflow)
-        picks.append(replace(ports, mlflow=port) if not picks else ports)
-        return picks[-1]
-
-    monkeypatch.setattr(Ports, "pick", classmethod(pick))
     base = Path(tempfile.mkdtemp(prefix="birnn-stack-"))
     base.chmod(0o755)  # PostgreSQL runs as `nobody` under root: it must enter the folder
     other = Stack(base / "stack")
+    other.root.mkdir()
+    first = State.new()
+    other.save(replace(first, ports=replace(first.ports, mlflow=port)))
     try:
         assert set(other.up()) == set(SERVICES)
-        assert len(picks) == 2 and other.state().ports == picks[1]
+        ports = other.state().ports
+        assert ports.mlflow != port and ports.postgres != first.ports.postgres
         assert all(info["answers"] for info in other.status().values())
         assert "Address already in use" in (other.logs / "mlflow.log").read_text()
         assert stack.answers("mlflow")  # the shared stack untouched
+        # Up once: its ports stay, taken or not.
+        assert other.env_file.is_file()
+        other.stop("mlflow")
+        taken.close()
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", ports.mlflow))
+        taken.listen()
+        with pytest.raises(StackError, match="mlflow"):
+            other.up()
+        assert other.state().ports == ports
     finally:
         taken.close()
         other.down()

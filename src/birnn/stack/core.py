@@ -9,7 +9,8 @@ folder and the service's name): an ``up`` killed after starting a process and be
 its pid (kill point ``stack.spawned``) leaves a process no state names, which the next ``up``
 or ``down`` finds by that marker, never by name or port, and stops. A new stack whose start
 fails (a port taken between being picked and being bound) starts again on new ports, twice at
-most. (About 370 lines: one class, as the service table needs it.)
+most; so does one whose first ``up`` failed or was killed (no ``stack.env`` yet). (About 370
+lines: one class, as the service table needs it.)
 """
 
 from __future__ import annotations
@@ -273,9 +274,11 @@ class Stack:
         if missing:
             raise StackError("cannot start the stack, missing: " + "; ".join(missing))
         self.root.mkdir(parents=True, exist_ok=True)
-        fresh = self.load() is None
-        if fresh:
+        if self.load() is None:
             self.save(State.new(mlflow_port))
+        # Users point at a stack's ports once its first whole `up` wrote stack.env; until then
+        # (a new stack, or one whose first `up` failed or was killed) they may still move.
+        movable = not self.env_file.is_file()
         for attempt in range(1, 4):
             try:
                 timings = {}
@@ -289,7 +292,7 @@ class Stack:
                 # stack starting at that moment, any process's outgoing connection): stop what
                 # started and pick again. A stack already up once keeps its ports: its users
                 # point at them.
-                if not fresh or attempt == 3:
+                if not movable or attempt == 3:
                     raise
                 log.warning("stack start failed (%s); again on new ports", e)
                 self.down()
