@@ -17,7 +17,7 @@ from birnn.stack import NO_TELEMETRY, Stack
 from tests.conftest import REPO
 
 # Small real runs: a few hundred steps at most, so the batch is small and the rate constant
-# (the defaults are tuned for 16 epochs on all 54,000 images), and the LSTMs not unrolled:
+# (the defaults are tuned for 11 epochs on all 54,000 images), and the LSTMs not unrolled:
 # tracing the unrolled graph costs every train process ~10 s of CPU, more than a small slice's
 # training (the same network and maths; unrolling only pays over many steps). 2% of the
 # training set held out for validation (1,199 images, not 5,999): every epoch of every test run
@@ -25,7 +25,7 @@ from tests.conftest import REPO
 SMALL_RUN = {
     "train__batch_size": 64,
     # The rate these slices were tuned with (the default's 0.005 is tuned for batch 256 and a
-    # cosine decay over 16 epochs).
+    # cosine decay over the default epochs).
     "train__learning_rate": 0.003,
     "train__lr_schedule": "constant",
     "model__unroll": False,
