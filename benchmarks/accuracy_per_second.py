@@ -82,7 +82,7 @@ def pipeline_run(seed: int, overrides: list[str], raw: Path) -> tuple[float, flo
         (cwd / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         shutil.copytree(raw, cwd / "data/raw")
         env = {**ENV, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}"}
-        took = {}
+        took: dict[str, float] = {}
         for stage in ("preprocess", "train", "evaluate"):
             start = time.perf_counter()
             run([sys.executable, "-m", f"birnn.{stage}"], cwd=cwd, env=env)

@@ -1,10 +1,10 @@
-"""What a stage process's exit costs, with and without :func:`birnn.stage.spare_teardown`.
+"""What a stage process's exit costs, with and without :func:`birnn.stage.freeze_at_exit`.
 
 Each round starts two child processes in turn that do what a small train stage does before it
 exits (import Keras and MLflow, build and compile the default network, fit it on 512 random
-images), read their own CPU time, then exit: one as usual, one after ``spare_teardown()``
-(``gc.freeze``). The parent reads each child's whole CPU time when it ends; the difference is
-the exit's cost. Prints a row per child and the means.
+images), read their own CPU time, then exit: one as usual, one with ``freeze_at_exit()``
+registered (``gc.freeze`` at exit). The parent reads each child's whole CPU time when it ends;
+the difference is the exit's cost. Prints a row per child and the means.
 
     python benchmarks/stage_exit.py [--rounds 4]
 """
@@ -24,7 +24,7 @@ import resource, sys
 import keras, mlflow, numpy as np
 from birnn.config import params_from_dict
 from birnn.model import build_model
-from birnn.stage import spare_teardown
+from birnn.stage import freeze_at_exit
 from birnn.train import compile_model
 
 params = params_from_dict({})
@@ -34,8 +34,8 @@ rng = np.random.default_rng(0)
 model.fit(rng.random((512, 28, 28), dtype="float32"), rng.integers(0, 10, 512), verbose=0)
 r = resource.getrusage(resource.RUSAGE_SELF)
 open(sys.argv[1], "w").write(str(r.ru_utime + r.ru_stime))
-if sys.argv[2] == "spared":
-    spare_teardown()
+if sys.argv[2] == "frozen":
+    freeze_at_exit()
 """
 
 
@@ -55,7 +55,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=4)
     args = ap.parse_args()
-    spent: dict[str, list[float]] = {"usual": [], "spared": []}
+    spent: dict[str, list[float]] = {"usual": [], "frozen": []}
     print("| round | exit | CPU s before exit | CPU s of the exit |")
     print("|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:

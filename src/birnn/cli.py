@@ -8,7 +8,8 @@ imported only when it runs, so ``birnn --help`` answers at once (no TensorFlow o
     birnn stack up|down|...    the team stack (PostgreSQL, S3, mlflow server) on loopback
 
 The pipeline's stages are not subcommands: ``dvc repro`` runs them (``python -m birnn.<stage>``).
-A subcommand's own ``--help`` is complete; an unknown one exits 2 with the list.
+A subcommand's own ``--help`` is complete; an unknown one exits 2 with the list. A command's
+exit skips the garbage collector's last walk (:func:`birnn.stage.freeze_at_exit`).
 """
 
 from __future__ import annotations
@@ -49,10 +50,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     """The ``birnn`` console script and ``python -m birnn``."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in COMMANDS:
+        from birnn.stage import freeze_at_exit
+
+        freeze_at_exit()  # exit without walking every object (a predict's TensorFlow: ~2 s)
         module = importlib.import_module(COMMANDS[args[0]][0])
         module.main(args[1:])
-        from birnn.stage import spare_teardown
-
-        spare_teardown()  # the command is done: exit without walking TensorFlow's objects
         return
     parser().parse_args(args)  # --help exits 0; nothing or an unknown command exits 2

@@ -9,7 +9,7 @@ folder and the service's name): an ``up`` killed after starting a process and be
 its pid (kill point ``stack.spawned``) leaves a process no state names, which the next ``up``
 or ``down`` finds by that marker, never by name or port, and stops. A new stack whose start
 fails (a port taken between being picked and being bound) starts again on new ports, twice at
-most; so does one whose first ``up`` failed or was killed (no ``stack.env`` yet). (About 370
+most; so does one whose first ``up`` failed or was killed (not yet ``up_once``). (About 370
 lines: one class, as the service table needs it.)
 """
 
@@ -274,11 +274,15 @@ class Stack:
         if missing:
             raise StackError("cannot start the stack, missing: " + "; ".join(missing))
         self.root.mkdir(parents=True, exist_ok=True)
-        if self.load() is None:
-            self.save(State.new(mlflow_port))
-        # Users point at a stack's ports once its first whole `up` wrote stack.env; until then
-        # (a new stack, or one whose first `up` failed or was killed) they may still move.
-        movable = not self.env_file.is_file()
+        state = self.load()
+        fresh = state is None
+        if state is None:
+            state = State.new(mlflow_port)
+            self.save(state)
+        # Users point at a stack's ports once a whole `up` has finished (`up_once`; a state
+        # written before that flag existed: its stack.env); until then (a new stack, or one
+        # whose first `up` failed or was killed) they may still move.
+        movable = fresh or not (state.up_once or self.env_file.is_file())
         for attempt in range(1, 4):
             try:
                 timings = {}
@@ -297,6 +301,8 @@ class Stack:
                 log.warning("stack start failed (%s); again on new ports", e)
                 self.down()
                 self.save(replace(self.state(), ports=Ports.pick(mlflow_port)))
+        if not self.state().up_once:
+            self.save(replace(self.state(), up_once=True))
         self.write_env()
         return timings
 

@@ -124,6 +124,8 @@ class State:
     s3_secret_key: str
     pids: dict[str, int] = field(default_factory=dict)
     starts: dict[str, int | None] = field(default_factory=dict)
+    # A whole `up` has finished: users point at these ports now, so they never move again.
+    up_once: bool = False
 
     @classmethod
     def new(cls, mlflow_port: int | None = None) -> State:
