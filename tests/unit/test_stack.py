@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -39,6 +40,17 @@ def test_state_round_trips_and_only_its_owner_can_read_it(tmp_path: Path) -> Non
     assert stack.load() == state
     assert stat.S_IMODE(stack.state_file.stat().st_mode) == 0o600
     assert state.pg_password and state.s3_secret_key != state.pg_password
+
+
+def test_a_state_file_of_another_version_loads(tmp_path: Path) -> None:
+    # Before `up_once` existed (it defaults to False) and after a newer version added a key.
+    stack = Stack(tmp_path)
+    stack.save(State.new())
+    data = json.loads(stack.state_file.read_text())
+    del data["up_once"]
+    data["added_later"] = 1
+    stack.state_file.write_text(json.dumps(data))
+    assert stack.load().up_once is False
 
 
 def test_a_state_file_that_is_not_one_is_a_one_line_error(tmp_path: Path) -> None:

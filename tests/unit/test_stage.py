@@ -62,7 +62,10 @@ def test_a_bug_keeps_its_traceback() -> None:
         run_stage("s", fail_with(ZeroDivisionError("bug")))
 
 
-@pytest.mark.parametrize(("raises", "code"), [("", 0), ("raise DataError('no data')", 1)])
+@pytest.mark.parametrize(
+    ("raises", "code"),
+    [("", 0), ("raise DataError('no data')", 1), ("raise KeyboardInterrupt", 130)],
+)
 def test_a_stage_exits_as_usual_without_the_teardown_walk(
     tmp_path: Path, raises: str, code: int
 ) -> None:
@@ -82,6 +85,7 @@ def late_write():
     (out / "thread").write_text("joined")
 
 def stage():
+    assert gc.get_freeze_count() == 0  # at exit, not now: a long-lived process still collects
     threading.Thread(target=late_write).start()
     atexit.register(lambda: (out / "atexit").write_text("ran"))
     sys.stdout.write("buffered, no newline")
@@ -93,6 +97,7 @@ run_stage("s", stage)
     assert res.returncode == code, res.stderr
     assert res.stdout == "buffered, no newline"
     assert ("stage s done in" in res.stderr) == (code == 0), res.stderr
+    assert "Traceback" not in res.stderr
     assert (tmp_path / "thread").read_text() == "joined"
     assert (tmp_path / "atexit").read_text() == "ran"
     assert int((tmp_path / "frozen").read_text()) > 0  # frozen before the teardown: walk spared

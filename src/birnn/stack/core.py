@@ -9,7 +9,7 @@ folder and the service's name): an ``up`` killed after starting a process and be
 its pid (kill point ``stack.spawned``) leaves a process no state names, which the next ``up``
 or ``down`` finds by that marker, never by name or port, and stops. A new stack whose start
 fails (a port taken between being picked and being bound) starts again on new ports, twice at
-most; so does one whose first ``up`` failed or was killed (not yet ``up_once``). (About 370
+most; so does one whose first ``up`` failed or was killed (not yet ``up_once``). (About 390
 lines: one class, as the service table needs it.)
 """
 
@@ -248,7 +248,13 @@ class Stack:
         while self.pid(service) is not None and time.monotonic() < deadline:
             _reap(pid)
             time.sleep(0.2)
-        if self.pid(service) is not None:
+        # The leader can end before its group (mlflow server's uvicorn workers), which may
+        # still hold the port: wait for the whole group. Its number is not handed to another
+        # process while any member lives.
+        while _group_alive(pid) and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.2)
+        if self.pid(service) is not None or _group_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
             _reap(pid)
@@ -376,3 +382,13 @@ def _reap(pid: int) -> None:
     """Collect an exited child of ours, so it does not linger as a zombie."""
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live process (not a zombie, which an init that does not reap may leave) is in
+    process group ``pgid``."""
+    for proc in psutil.process_iter(["status"]):
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                return True
+    return False

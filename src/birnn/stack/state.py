@@ -138,7 +138,10 @@ class State:
 
     @classmethod
     def from_dict(cls, data: dict) -> State:
-        return cls(**{**data, "ports": Ports(**data["ports"])})
+        # Keys this version does not know (a newer checkout's) are left out, and ones it adds
+        # later have defaults, so teammates on other versions can share one stack.
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**{**known, "ports": Ports(**data["ports"])})
 
 
 def write_private(path: Path, text: str) -> None:
