@@ -197,18 +197,23 @@ class Stack:
     def _marker(self, service: str) -> str:
         return f"{self.root}:{service}"
 
-    def orphans(self, service: str) -> list[int]:
-        """Process groups of this stack's ``service`` that the state does not record (an
-        ``up`` killed between starting them and saving their pid): the leaders of the groups
-        whose processes carry this stack's marker for the service."""
-        recorded = self.pid(service)
+    def marked_groups(self, service: str) -> set[int]:
+        """Process groups with a live (not zombie) process that carries this stack's marker
+        for ``service``: the service's own processes, never another's."""
         groups = set()
         for proc in psutil.process_iter():
             with contextlib.suppress(psutil.Error, ProcessLookupError):
                 if (proc.environ().get(MARKER_ENV) == self._marker(service)
                         and proc.status() != psutil.STATUS_ZOMBIE):  # fmt: skip
                     groups.add(os.getpgid(proc.pid))
-        return sorted(g for g in groups if g != recorded)
+        return groups
+
+    def orphans(self, service: str) -> list[int]:
+        """Process groups of this stack's ``service`` that the state does not record (an
+        ``up`` killed between starting them and saving their pid): the leaders of the groups
+        whose processes carry this stack's marker for the service."""
+        recorded = self.pid(service)
+        return sorted(g for g in self.marked_groups(service) if g != recorded)
 
     def stop_orphans(self, service: str, timeout: float = 30.0) -> bool:
         """Stop what :meth:`orphans` finds (SIGTERM to each group, SIGKILL to what is left
@@ -244,17 +249,18 @@ class Stack:
                 os.kill(pid, signal.SIGINT)
             else:
                 os.killpg(pid, signal.SIGTERM)
+
+        # The leader can end before the rest of its group (mlflow server's uvicorn workers,
+        # which may still hold the port): wait for every process of the group that carries
+        # the service's marker.
+        def running() -> bool:
+            return self.pid(service) is not None or pid in self.marked_groups(service)
+
         deadline = time.monotonic() + timeout
-        while self.pid(service) is not None and time.monotonic() < deadline:
+        while running() and time.monotonic() < deadline:
             _reap(pid)
             time.sleep(0.2)
-        # The leader can end before its group (mlflow server's uvicorn workers), which may
-        # still hold the port: wait for the whole group. Its number is not handed to another
-        # process while any member lives.
-        while _group_alive(pid) and time.monotonic() < deadline:
-            _reap(pid)
-            time.sleep(0.2)
-        if self.pid(service) is not None or _group_alive(pid):
+        if running():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
             _reap(pid)
@@ -282,7 +288,7 @@ class Stack:
         self.root.mkdir(parents=True, exist_ok=True)
         state = self.load()
         fresh = state is None
-        if state is None:
+        if fresh:
             state = State.new(mlflow_port)
             self.save(state)
         # Users point at a stack's ports once a whole `up` has finished (`up_once`; a state
@@ -307,8 +313,9 @@ class Stack:
                 log.warning("stack start failed (%s); again on new ports", e)
                 self.down()
                 self.save(replace(self.state(), ports=Ports.pick(mlflow_port)))
-        if not self.state().up_once:
-            self.save(replace(self.state(), up_once=True))
+        state = self.state()  # re-read: each start saved its pid
+        if not state.up_once:
+            self.save(replace(state, up_once=True))
         self.write_env()
         return timings
 
@@ -382,13 +389,3 @@ def _reap(pid: int) -> None:
     """Collect an exited child of ours, so it does not linger as a zombie."""
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether a live process (not a zombie, which an init that does not reap may leave) is in
-    process group ``pgid``."""
-    for proc in psutil.process_iter(["status"]):
-        with contextlib.suppress(psutil.Error, ProcessLookupError):
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
-                return True
-    return False
