@@ -25,7 +25,7 @@ from birnn.data import load_split
 from birnn.errors import DataError
 from birnn.files import file_sha256, remove_stale_temps, write_csv, write_json
 from birnn.metrics import confusion_matrix, per_class_scores
-from birnn.stage import run_stage
+from birnn.stage import run_stage, set_op_threads
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +190,8 @@ def main() -> None:
 
     def stage() -> None:
         from birnn import tracking
+
+        set_op_threads()  # before TensorFlow's first op
 
         params = load_params(paths.PARAMS)
         client = tracking.connect(params)  # fails fast, before any data is read

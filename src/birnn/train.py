@@ -30,7 +30,7 @@ from birnn.config import Params, TrainConfig, load_params
 from birnn.data import load_split
 from birnn.files import atomic_path, remove_stale_temps, write_csv, write_json, write_text
 from birnn.model import build_model, summary_text
-from birnn.stage import run_stage
+from birnn.stage import run_stage, set_op_threads
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +218,8 @@ def main() -> None:
 
     def stage() -> None:
         from birnn import tracking
+
+        set_op_threads()  # before TensorFlow's first op
 
         params = load_params(paths.PARAMS)
         client = tracking.connect(params)  # fails fast, before any data or training

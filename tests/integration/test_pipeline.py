@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,9 @@ OUTPUTS = [
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> tuple[Path, dict]:
     env = env_for(mnist_dir)
+    # The stages choose their threads per op as for users (tests/conftest.py sets one for the
+    # rest): were it chosen after TensorFlow's first op, the run would fail.
+    env.pop("TF_NUM_INTRAOP_THREADS", None)
     repo = make_project(
         tmp_path_factory.mktemp("e2e") / "repo",
         env,
@@ -41,7 +45,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> tuple[
         train__epochs=1,
         train__learning_rate=0.003,  # one short epoch: a bolder step size learns more
     )
-    dvc("repro", cwd=repo, env=env)
+    FIRST_RUN["log"] = dvc("repro", cwd=repo, env=env)
     # What that first run wrote, before other tests (in any order) change params and rerun.
     FIRST_RUN["present"] = [rel for rel in OUTPUTS if (repo / rel).is_file()]
     for name in ("metrics.json", "history.csv", "train.json"):
@@ -63,6 +67,11 @@ def test_repro_writes_every_output_and_learns(project: tuple[Path, dict]) -> Non
     train = json.loads(FIRST_RUN["train.json"])
     assert 2900 <= train["train_samples"] <= 3100
     assert train["val_samples"] == 1200 - 1  # 2% of each class (SMALL_RUN), rounded per class
+
+
+def test_train_and_evaluate_give_each_op_half_the_cores() -> None:
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert FIRST_RUN["log"].count(f"TensorFlow: {threads} thread(s) per op") == 2
 
 
 def test_second_repro_does_nothing(project: tuple[Path, dict]) -> None:
