@@ -17,7 +17,7 @@ from birnn.stack import NO_TELEMETRY, Stack
 from tests.conftest import REPO
 
 # Small real runs: a few hundred steps at most, so the batch is small and the rate constant
-# (the defaults are tuned for 11 epochs on all 54,000 images), and the LSTMs not unrolled:
+# (the defaults are tuned for 12 epochs on all 54,000 images), and the LSTMs not unrolled:
 # tracing the unrolled graph costs every train process ~10 s of CPU, more than a small slice's
 # training (the same network and maths; unrolling only pays over many steps). 2% of the
 # training set held out for validation (1,199 images, not 5,999): every epoch of every test run
