@@ -9,10 +9,12 @@ For each seed, in turn (so a drift of the machine's speed touches both alike):
   on top), in a temp folder logging to a local sqlite store as a user's ``dvc repro`` does,
   wall time of the three (the raw files are downloaded once beforehand, not timed; DVC's own
   hashing and lock writing, about a second or two, are not in it); each stage's own time goes
-  to stderr.
+  to stderr. The stages choose their TensorFlow threads per op as for users
+  (``birnn.stage.set_op_threads``); the seed's script keeps TensorFlow's default, as it had.
 
-Prints a Markdown row per run as it ends, then the means, the pipeline's mean accuracy and
-its mean time as a ratio of the seed's. Issue #24's goal: >= 99.3% mean test accuracy in <= 0.66x
+Prints a Markdown row per run as it ends (with the pipeline's time as a ratio of the seed
+script's), then the means, and a verdict: the pipeline's mean accuracy and its mean time as a
+ratio of the seed's, "met" or "not met". Issue #24's goal: >= 99.3% mean test accuracy in <= 0.66x
 the seed's time. Needs ``BIRNN_DATA_MIRROR`` (a folder with the four MNIST files) and the cores
 to itself: ~9 min a seed on 2 cores.
 
@@ -100,9 +102,10 @@ def verdict(accuracy: float, ratio: float) -> str:
 
     Three decimals: a mean of 99.297% printed as "99.30%" read as the goal met.
     """
-    met = accuracy >= GOAL_ACCURACY and ratio <= GOAL_RATIO
+    # Rounded before comparing: (0.9924 + 0.9932 + 0.9934) / 3 is 0.99299999... in floats.
+    met = round(accuracy, 9) >= GOAL_ACCURACY and round(ratio, 9) <= GOAL_RATIO
     return (
-        f"pipeline: {accuracy:.3%} mean test accuracy in {ratio:.3f}x the seed script's time "
+        f"pipeline: {accuracy:.3%} mean test accuracy in {ratio:.4f}x the seed script's time "
         f"(goal: >= {GOAL_ACCURACY:.2%} in <= {GOAL_RATIO}x): {'met' if met else 'not met'}"
     )
 
@@ -145,7 +148,7 @@ def main() -> None:
         return sum(r[i][j] for r in rows) / len(rows)
 
     acc, ratio = mean(1, 1), mean(1, 0) / mean(0, 0)
-    print(f"| mean | {mean(0, 0):.1f} | {mean(0, 1):.4f} | {mean(1, 0):.1f} | {acc:.4f} "
+    print(f"| mean | {mean(0, 0):.1f} | {mean(0, 1):.4f} | {mean(1, 0):.1f} | {acc:.5f} "
           f"| {ratio:.3f}x |")  # fmt: skip
     print("\n" + verdict(acc, ratio))
 

@@ -33,6 +33,7 @@ from birnn.checkpoint import Checkpoint
 from birnn.config import params_from_dict
 from birnn.data import load_split
 from birnn.model import build_model
+from birnn.stage import set_op_threads
 from birnn.train import callbacks_for, compile_model, fit, seed_everything
 
 
@@ -150,6 +151,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     ap.add_argument("--torch", action="store_true", help="also time PyTorch eager")
     args = ap.parse_args()
+    set_op_threads()  # the train stage's threads per op, before TensorFlow's first op
 
     params = load_params_with(args.set)
     x, y = load_split(paths.PROCESSED_DIR, "train")

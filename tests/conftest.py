@@ -19,6 +19,11 @@ def pytest_configure(config: pytest.Config) -> None:
     from birnn.stack import NO_TELEMETRY
 
     os.environ.update(NO_TELEMETRY)
+    # TensorFlow turns its oneDNN kernels on by default only on CPUs with AVX512_VNNI/BF16 or
+    # AMX (then it also prints two start-up lines that TF_CPP_MIN_LOG_LEVEL does not quiet).
+    # Their arithmetic differs in the last bits, and the tests' tuned small runs (an early stop
+    # at epoch 3, a trial killed mid-epoch) would then depend on the CPU: off in every test.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     if os.environ.get("PYTEST_XDIST_WORKER"):
         # Test files run side by side (pytest-xdist): each TensorFlow process keeps to one core,
         # so the files' stages share the cores instead of each spinning a pool sized for all.

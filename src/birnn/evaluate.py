@@ -189,9 +189,8 @@ def main() -> None:
     """``python -m birnn.evaluate``"""
 
     def stage() -> None:
-        from birnn import tracking
-
         set_op_threads()  # before TensorFlow's first op
+        from birnn import tracking
 
         params = load_params(paths.PARAMS)
         client = tracking.connect(params)  # fails fast, before any data is read

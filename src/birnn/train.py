@@ -217,9 +217,8 @@ def main() -> None:
     """``python -m birnn.train``"""
 
     def stage() -> None:
-        from birnn import tracking
-
         set_op_threads()  # before TensorFlow's first op
+        from birnn import tracking
 
         params = load_params(paths.PARAMS)
         client = tracking.connect(params)  # fails fast, before any data or training

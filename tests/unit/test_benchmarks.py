@@ -38,4 +38,6 @@ def test_a_mean_just_under_the_goal_is_not_met() -> None:
     under = aps.verdict((0.9924 + 0.9933 + 0.9932) / 3, 0.58)
     assert "99.297%" in under and under.endswith(": not met")
     assert aps.verdict(0.9930, 0.66).endswith(": met")
+    # A mean exactly on the goal, which floats make 0.99299999...
+    assert aps.verdict((0.9924 + 0.9932 + 0.9934) / 3, 0.5).endswith(": met")
     assert aps.verdict(0.9935, 0.661).endswith(": not met")

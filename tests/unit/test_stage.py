@@ -1,5 +1,6 @@
 """The stage shell: service failures are one line and exit 1; bugs keep their traceback; a
-stage's process exits as usual, minus the teardown's walk over every object."""
+stage's process exits as usual, minus the teardown's walk over every object; a bad
+TF_NUM_INTRAOP_THREADS is one line, a good one is left to TensorFlow."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sqlalchemy.exc
 from mlflow.exceptions import MlflowException
 
 from birnn.errors import DataError
-from birnn.stage import run_stage
+from birnn.stage import run_stage, set_op_threads
 
 
 def fail_with(exc: BaseException):
@@ -76,7 +77,7 @@ def test_a_stage_exits_as_usual_without_the_teardown_walk(
 import atexit, gc, sys, threading, time
 from pathlib import Path
 from birnn.errors import DataError
-from birnn.stage import run_stage
+from birnn.stage import run_stage, set_op_threads
 out = Path({str(tmp_path)!r})
 atexit.register(lambda: (out / "frozen").write_text(str(gc.get_freeze_count())))
 
@@ -101,3 +102,24 @@ run_stage("s", stage)
     assert (tmp_path / "thread").read_text() == "joined"
     assert (tmp_path / "atexit").read_text() == "ran"
     assert int((tmp_path / "frozen").read_text()) > 0  # frozen before the teardown: walk spared
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "1.5"])
+def test_a_bad_threads_variable_is_one_line(value, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", value)
+    with pytest.raises(SystemExit) as done:
+        run_stage("s", set_op_threads)
+    assert done.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"birnn.s: error: TF_NUM_INTRAOP_THREADS={value!r}: not a whole number of threads >= 1 "
+        "(unset it to let the stage choose)"
+    ]
+
+
+def test_a_threads_variable_is_left_to_tensorflow(monkeypatch, caplog) -> None:
+    # TensorFlow reads the variable itself: the stage neither sets a count nor imports it here.
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", " 3 ")
+    caplog.set_level("INFO", logger="birnn")
+    set_op_threads()
+    assert "TensorFlow: 3 thread(s) per op (TF_NUM_INTRAOP_THREADS)" in caplog.text
