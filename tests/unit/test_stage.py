@@ -77,7 +77,7 @@ def test_a_stage_exits_as_usual_without_the_teardown_walk(
 import atexit, gc, sys, threading, time
 from pathlib import Path
 from birnn.errors import DataError
-from birnn.stage import run_stage, set_op_threads
+from birnn.stage import run_stage
 out = Path({str(tmp_path)!r})
 atexit.register(lambda: (out / "frozen").write_text(str(gc.get_freeze_count())))
 
