@@ -118,7 +118,7 @@ def test_a_bad_threads_variable_is_one_line(value, monkeypatch, capsys) -> None:
 
 
 def test_a_threads_variable_is_left_to_tensorflow(monkeypatch, caplog) -> None:
-    # TensorFlow reads the variable itself: the stage neither sets a count nor imports it here.
+    # TensorFlow reads the variable itself: the stage only logs it, setting no count.
     monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", " 3 ")
     caplog.set_level("INFO", logger="birnn")
     set_op_threads()
